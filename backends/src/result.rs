@@ -1,0 +1,174 @@
+//! Protocol-neutral results: what a backend returns when the client speaks another protocol.
+//!
+//! Type mapping (SQLite declared type -> neutral type -> PostgreSQL type):
+//!
+//! | declared type contains        | neutral            | PostgreSQL  |
+//! |-------------------------------|--------------------|-------------|
+//! | `BOOL`                        | [`ColumnType::Bool`]  | `bool`   |
+//! | `INT`                         | [`ColumnType::Int8`]  | `int8`   |
+//! | `REAL`, `FLOA`, `DOUB`        | [`ColumnType::Float8`]| `float8` |
+//! | `BLOB` or `BYTEA`             | [`ColumnType::Bytea`] | `bytea`  |
+//! | anything else (`TEXT`, ...)   | [`ColumnType::Text`]  | `text`   |
+//!
+//! Expression columns have no declared type: their type comes from the first non-NULL value
+//! in the result, and is `text` when every value is NULL.
+
+/// The type of a result column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Bool,
+    Int8,
+    Float8,
+    Text,
+    Bytea,
+}
+
+impl ColumnType {
+    /// Maps a SQLite declared column type (column affinity rules, plus BOOL).
+    pub fn from_declared(decl: &str) -> ColumnType {
+        let upper = decl.to_ascii_uppercase();
+        if upper.contains("BOOL") {
+            ColumnType::Bool
+        } else if upper.contains("INT") {
+            ColumnType::Int8
+        } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
+            ColumnType::Float8
+        } else if upper.contains("BLOB") || upper.contains("BYTEA") {
+            ColumnType::Bytea
+        } else {
+            ColumnType::Text
+        }
+    }
+
+    /// The type a value naturally has, when no column type is declared.
+    pub fn of_value(value: &Value) -> Option<ColumnType> {
+        match value {
+            Value::Null => None,
+            Value::Bool(_) => Some(ColumnType::Bool),
+            Value::Int(_) => Some(ColumnType::Int8),
+            Value::Float(_) => Some(ColumnType::Float8),
+            Value::Text(_) => Some(ColumnType::Text),
+            Value::Bytes(_) => Some(ColumnType::Bytea),
+        }
+    }
+}
+
+/// One value in a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// A result column: its name, its declared type if the backend knows one, and the type
+/// resolved for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub declared: Option<ColumnType>,
+    pub ty: ColumnType,
+}
+
+impl Column {
+    /// A column whose client type is its declared type, or text until values say otherwise.
+    pub fn new(name: impl Into<String>, declared: Option<ColumnType>) -> Self {
+        Column {
+            name: name.into(),
+            declared,
+            ty: declared.unwrap_or(ColumnType::Text),
+        }
+    }
+}
+
+/// What kind of statement produced a result, for the command tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandKind {
+    /// A statement that returns rows.
+    Select,
+    Insert,
+    Update,
+    Delete,
+    /// Anything else, with its tag (`CREATE TABLE`, `BEGIN`, ...).
+    Other(String),
+}
+
+/// The whole answer to one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultSet {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    pub command: CommandKind,
+    /// Rows changed by INSERT/UPDATE/DELETE.
+    pub affected: u64,
+}
+
+impl ResultSet {
+    /// True when the statement returns rows (even zero of them).
+    pub fn returns_rows(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// Gives every column without a declared type the type of its first non-NULL value.
+    pub fn resolve_types(&mut self) {
+        for (i, col) in self.columns.iter_mut().enumerate() {
+            if col.declared.is_some() {
+                continue;
+            }
+            col.ty = self
+                .rows
+                .iter()
+                .find_map(|row| row.get(i).and_then(ColumnType::of_value))
+                .unwrap_or(ColumnType::Text);
+        }
+    }
+
+    /// The command tag PostgreSQL clients expect (`SELECT 3`, `INSERT 0 1`, ...).
+    pub fn command_tag(&self) -> String {
+        match &self.command {
+            CommandKind::Select => format!("SELECT {}", self.rows.len()),
+            CommandKind::Insert => format!("INSERT 0 {}", self.affected),
+            CommandKind::Update => format!("UPDATE {}", self.affected),
+            CommandKind::Delete => format!("DELETE {}", self.affected),
+            CommandKind::Other(tag) => tag.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_follow_sqlite_affinity() {
+        assert_eq!(ColumnType::from_declared("INTEGER"), ColumnType::Int8);
+        assert_eq!(ColumnType::from_declared("bigint"), ColumnType::Int8);
+        assert_eq!(ColumnType::from_declared("BOOLEAN"), ColumnType::Bool);
+        assert_eq!(
+            ColumnType::from_declared("double precision"),
+            ColumnType::Float8
+        );
+        assert_eq!(ColumnType::from_declared("BLOB"), ColumnType::Bytea);
+        assert_eq!(ColumnType::from_declared("varchar(20)"), ColumnType::Text);
+    }
+
+    #[test]
+    fn undeclared_columns_take_the_type_of_their_first_value() {
+        let mut rs = ResultSet {
+            columns: vec![Column::new("a", None), Column::new("b", None)],
+            rows: vec![
+                vec![Value::Null, Value::Null],
+                vec![Value::Int(1), Value::Null],
+            ],
+            command: CommandKind::Select,
+            affected: 0,
+        };
+        rs.resolve_types();
+        assert_eq!(rs.columns[0].ty, ColumnType::Int8);
+        assert_eq!(rs.columns[1].ty, ColumnType::Text);
+        assert_eq!(rs.command_tag(), "SELECT 2");
+    }
+}

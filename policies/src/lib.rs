@@ -1,0 +1,1 @@
+//! Access policy decisions (filled in by the policy issue).

@@ -1,0 +1,113 @@
+//! Builds the runtime state from a config, binds the listeners, and runs until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::state::State;
+
+/// A started sluice: where it listens, and how to stop it.
+pub struct Running {
+    pub postgres_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl Running {
+    /// The token that stops this instance when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the instance has stopped (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    /// Stops accepting, lets sessions finish within the shutdown timeout, and waits.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}
+
+/// Starts sluice: binds every configured listener and returns once they accept.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    crate::metrics::handle();
+    let state = tokio::task::spawn_blocking(move || State::build(config)).await??;
+    let state = Arc::new(state);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut listeners = Vec::new();
+
+    let mut postgres_addr = None;
+    if let Some(addr) = state.config.listeners.postgres {
+        let listener = bind(addr, "postgres").await?;
+        postgres_addr = Some(listener.local_addr()?);
+        let (st, sd) = (state.clone(), shutdown.clone());
+        listeners.push(tokio::spawn(crate::listener::serve(
+            listener,
+            "postgres",
+            shutdown.clone(),
+            tracker.clone(),
+            move |stream, _peer| crate::frontend::postgres::handle(stream, st.clone(), sd.clone()),
+        )));
+    }
+    let mut admin_addr = None;
+    if let Some(admin) = &state.config.admin {
+        let listener = bind(admin.listen, "admin").await?;
+        admin_addr = Some(listener.local_addr()?);
+        listeners.push(tokio::spawn(crate::admin::serve(
+            listener,
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(postgres = ?postgres_addr, admin = ?admin_addr, "sluice is listening");
+
+    let grace = state.config.server.shutdown_timeout();
+    let token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        token.cancelled().await;
+        for l in listeners {
+            let _ = l.await;
+        }
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = tracker.len(),
+                "shutdown timeout reached; closing remaining sessions"
+            );
+        }
+        tracing::info!("sluice stopped");
+    });
+    Ok(Running {
+        postgres_addr,
+        admin_addr,
+        shutdown,
+        done,
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}"))
+}
+
+/// Runs sluice until `shutdown` is cancelled, then drains.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    let token = running.shutdown_token();
+    tokio::select! {
+        _ = shutdown.cancelled() => token.cancel(),
+        _ = token.cancelled() => {}
+    }
+    running.wait().await;
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Configuration: serde types read from one TOML file, checked by [`validate`] before use.
+//!
+//! Every table rejects unknown keys, so a typo is an error that names the key and its line,
+//! never a silently ignored setting. Relative paths are resolved against the directory of
+//! the config file. `examples/reference.toml` documents every key.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::validate;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    pub listeners: Listeners,
+    #[serde(default)]
+    pub tls: Tls,
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, Backend>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Seconds a client has to finish TLS, startup and authentication.
+    pub login_timeout_secs: f64,
+    /// Seconds running queries get to finish after SIGTERM/SIGINT before sluice exits.
+    pub shutdown_timeout_secs: f64,
+    /// Largest protocol message a client may send, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            login_timeout_secs: 10.0,
+            shutdown_timeout_secs: 30.0,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Server {
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.login_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout_secs)
+    }
+}
+
+/// Client-facing listen addresses, one per protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    pub postgres: Option<SocketAddr>,
+}
+
+/// Whether clients must, may or cannot use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plaintext only: SSLRequest is declined.
+    #[default]
+    Disable,
+    /// TLS when the client asks for it, plaintext otherwise.
+    Allow,
+    /// TLS only: plaintext clients are refused at startup.
+    Require,
+}
+
+/// TLS termination for client connections.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM certificate chain, server certificate first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// The admin HTTP listener (/healthz, /readyz, /metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+/// How a user proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    #[default]
+    ScramSha256,
+    Md5,
+    /// Cleartext password over the wire; only sensible with TLS required.
+    Password,
+}
+
+/// A client identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// A stored verifier, never a plaintext password: `SCRAM-SHA-256$...` (from
+    /// `sluice passwd`) or, for md5 users, `md5` + hex digest.
+    pub password: String,
+    #[serde(default)]
+    pub auth: AuthMethod,
+}
+
+/// The kinds of backend sluice can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Sqlite,
+}
+
+/// A database server (or file) sluice connects to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub kind: BackendKind,
+    /// SQLite: the database file (created when missing).
+    pub path: Option<PathBuf>,
+    /// SQLite: a SQL file run once when the database file is created.
+    pub seed: Option<PathBuf>,
+}
+
+/// How server connections are shared between clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A client keeps one server connection for its whole session.
+    #[default]
+    Session,
+    /// A server connection goes back to the pool at the end of each transaction.
+    Transaction,
+}
+
+/// A client-visible database name and where it leads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name of an entry in `[backends]`.
+    pub backend: String,
+    /// Database name on the backend; defaults to the route's own name.
+    pub database: Option<String>,
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Most server connections this route opens.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Most clients connected to this route at once (0 = no limit).
+    #[serde(default)]
+    pub max_clients: u32,
+}
+
+fn default_pool_size() -> u32 {
+    10
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses, resolves relative paths and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, path, base)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors and `base` anchors
+    /// relative paths.
+    pub fn from_toml(text: &str, origin: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.resolve_paths(base);
+        validate(&config).map_err(|(key, message)| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        for backend in self.backends.values_mut() {
+            fix(&mut backend.path);
+            fix(&mut backend.seed);
+        }
+    }
+}

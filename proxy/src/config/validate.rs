@@ -1,0 +1,171 @@
+//! Semantic checks that serde cannot express; each error names the key it is about.
+
+use super::{BackendKind, Config, TlsMode};
+use crate::auth::Verifier;
+
+/// A problem: the dotted key it concerns and what is wrong.
+pub type Problem = (String, String);
+
+/// Checks a parsed config. Returns the first problem found.
+pub fn validate(config: &Config) -> Result<(), Problem> {
+    check_server(config)?;
+    check_tls(config)?;
+    for (name, user) in &config.users {
+        Verifier::parse(&user.password, user.auth)
+            .map_err(|e| (format!("users.{name}.password"), e.to_string()))?;
+    }
+    for (name, backend) in &config.backends {
+        match backend.kind {
+            BackendKind::Sqlite => {
+                if backend.path.is_none() {
+                    return Err((
+                        format!("backends.{name}.path"),
+                        "a sqlite backend needs a database file path".into(),
+                    ));
+                }
+                if let Some(seed) = &backend.seed {
+                    if !seed.is_file() {
+                        return Err((
+                            format!("backends.{name}.seed"),
+                            format!("seed file {} does not exist", seed.display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (name, route) in &config.routes {
+        if !config.backends.contains_key(&route.backend) {
+            return Err((
+                format!("routes.{name}.backend"),
+                format!("no backend named {:?} in [backends]", route.backend),
+            ));
+        }
+        if route.pool_size == 0 {
+            return Err((
+                format!("routes.{name}.pool_size"),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_server(config: &Config) -> Result<(), Problem> {
+    let s = &config.server;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(s.login_timeout_secs) {
+        return Err((
+            "server.login_timeout_secs".into(),
+            "must be a positive number".into(),
+        ));
+    }
+    if !positive(s.shutdown_timeout_secs) && s.shutdown_timeout_secs != 0.0 {
+        return Err((
+            "server.shutdown_timeout_secs".into(),
+            "must be zero or positive".into(),
+        ));
+    }
+    if s.max_message_bytes < 1024 {
+        return Err((
+            "server.max_message_bytes".into(),
+            "must be at least 1024".into(),
+        ));
+    }
+    if config.listeners.postgres.is_none() {
+        return Err(("listeners".into(), "no listener configured".into()));
+    }
+    Ok(())
+}
+
+fn check_tls(config: &Config) -> Result<(), Problem> {
+    let tls = &config.tls;
+    if tls.mode == TlsMode::Disable {
+        return Ok(());
+    }
+    for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+        match path {
+            None => {
+                return Err((
+                    key.into(),
+                    "required when tls.mode is allow or require".into(),
+                ))
+            }
+            Some(p) if !p.is_file() => {
+                return Err((key.into(), format!("file {} does not exist", p.display())))
+            }
+            Some(_) => {}
+        }
+    }
+    crate::tls::server_config(tls).map_err(|e| ("tls".to_string(), e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const VERIFIER: &str = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$\
+        WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:\
+        Na+3Ar7hKjWFbP5VJG3aRUHR5QCSzd9w8HHdH6ZM6Mw=";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), Path::new("/nonexistent"))
+    }
+
+    fn base() -> String {
+        format!(
+            "[listeners]\npostgres = \"127.0.0.1:0\"\n\
+             [users.app]\npassword = \"{VERIFIER}\"\n\
+             [backends.lite]\nkind = \"sqlite\"\npath = \"/tmp/x.db\"\n\
+             [routes.app]\nbackend = \"lite\"\n"
+        )
+    }
+
+    #[test]
+    fn a_minimal_config_is_valid() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.routes["app"].pool_size, 10);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = base() + "unknown_knob = 3\n";
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("unknown_knob"), "{err}");
+        assert!(err.contains("line 10"), "{err}");
+    }
+
+    #[test]
+    fn a_route_to_a_missing_backend_is_rejected() {
+        let text = base().replace("backend = \"lite\"", "backend = \"nope\"");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("routes.app.backend"), "{err}");
+    }
+
+    #[test]
+    fn a_plaintext_password_is_rejected() {
+        let text = base().replace(VERIFIER, "hunter2");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("users.app.password"), "{err}");
+    }
+
+    #[test]
+    fn tls_without_a_cert_file_is_rejected() {
+        let text = base() + "[tls]\nmode = \"require\"\ncert = \"missing.crt\"\nkey = \"k.pem\"\n";
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("tls.cert") && err.contains("missing.crt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_type_is_named_with_its_line() {
+        let text = base().replace("pool_size = 10", "") + "pool_size = \"many\"\n";
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("line 10"), "{err}");
+    }
+}

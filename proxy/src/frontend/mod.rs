@@ -1,0 +1,3 @@
+//! Client-facing protocols. Each frontend owns its startup, authentication and session loop.
+
+pub mod postgres;

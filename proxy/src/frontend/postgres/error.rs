@@ -1,0 +1,81 @@
+//! PostgreSQL wire errors: the one place internal errors become ErrorResponse fields.
+//! Messages are client-safe: no host names, paths or credentials.
+
+use backends::BackendError;
+use pgwire::messages::response::ErrorResponse;
+
+use super::codec::CodecError;
+
+/// An error as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub fatal: bool,
+    pub code: &'static str,
+    pub message: String,
+    pub position: Option<usize>,
+}
+
+impl PgError {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            fatal: false,
+            code,
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            fatal: true,
+            ..PgError::error(code, message)
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        PgError::error("XX000", message)
+    }
+
+    /// The protocol violation answer: malformed or unexpected messages.
+    pub fn protocol(message: impl Into<String>) -> Self {
+        PgError::fatal("08P01", message)
+    }
+
+    pub fn to_response(&self) -> ErrorResponse {
+        let severity = if self.fatal { "FATAL" } else { "ERROR" };
+        let mut fields = vec![
+            (b'S', severity.to_string()),
+            (b'V', severity.to_string()),
+            (b'C', self.code.to_string()),
+            (b'M', self.message.clone()),
+        ];
+        if let Some(p) = self.position {
+            fields.push((b'P', p.to_string()));
+        }
+        ErrorResponse::new(fields)
+    }
+}
+
+impl From<&BackendError> for PgError {
+    fn from(e: &BackendError) -> Self {
+        match e {
+            BackendError::Statement { sqlstate, message } => {
+                PgError::error(sqlstate, message.clone())
+            }
+            BackendError::Canceled => {
+                PgError::error("57014", "canceling statement due to user request")
+            }
+            // The cause may name files or hosts; it goes to the log, not the client.
+            BackendError::Unavailable(_) => PgError::error("08006", "backend unavailable"),
+        }
+    }
+}
+
+impl From<&CodecError> for PgError {
+    fn from(e: &CodecError) -> Self {
+        match e {
+            CodecError::TooLarge(..) => PgError::fatal("54000", e.to_string()),
+            _ => PgError::protocol(e.to_string()),
+        }
+    }
+}

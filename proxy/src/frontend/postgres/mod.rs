@@ -1,0 +1,157 @@
+//! PostgreSQL frontend: negotiation and login ([`startup`]), then a session loop that sees
+//! every frontend message one at a time ([`session`]) over a pure frame codec ([`codec`]).
+
+pub mod codec;
+pub mod encode;
+pub mod error;
+pub mod session;
+pub mod startup;
+pub mod stream;
+
+use std::sync::Arc;
+
+use backends::BackendError;
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use self::error::PgError;
+use self::session::{End, Session};
+use self::startup::{Login, Opened, StartupError};
+use self::stream::{ClientStream, PgConn};
+use crate::metrics as m;
+use crate::state::{BackendHandle, State};
+
+/// Why a client connection ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("login timed out")]
+    LoginTimeout,
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Read(#[from] stream::ReadError),
+}
+
+/// Serves one client connection from accept to close.
+pub async fn handle<S>(
+    io: S,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let login = async {
+        match startup::negotiate(io, &state).await? {
+            Opened::Startup(mut conn, packet) => {
+                let login = startup::authenticate(&mut conn, packet, &state).await?;
+                Ok::<_, StartupError>(Some((conn, login)))
+            }
+            Opened::Cancelled => Ok(None),
+        }
+    };
+    let timeout = state.config.server.login_timeout();
+    let opened = tokio::select! {
+        r = tokio::time::timeout(timeout, login) => r,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let Some((mut conn, login)) = (match opened {
+        Ok(r) => r?,
+        Err(_) => {
+            metrics::counter!(m::AUTH_FAILURES, "protocol" => "postgres", "reason" => "timeout")
+                .increment(1);
+            return Err(ConnError::LoginTimeout);
+        }
+    }) else {
+        return Ok(());
+    };
+    serve(&mut conn, login, &state, &shutdown).await
+}
+
+async fn serve<S>(
+    conn: &mut PgConn<ClientStream<S>>,
+    login: Login,
+    state: &State,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let route = match startup::find_route(state, &login.database) {
+        Ok(r) => r,
+        Err(e) => return refuse(conn, e).await,
+    };
+    let Some(_slot) = route.enter() else {
+        let msg = format!("too many connections for database \"{}\"", route.name);
+        return refuse(conn, PgError::fatal("53300", msg)).await;
+    };
+    let backend = match &route.backend {
+        BackendHandle::Sqlite(b) => b.connect().await,
+    };
+    let backend = match backend {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(route = %route.name, error = %e, "backend connection failed");
+            return refuse(conn, PgError::from(&e).into_fatal()).await;
+        }
+    };
+    let key = state.cancels.register(backend.canceller());
+    conn.send(&Authentication::Ok);
+    for (name, value) in parameter_statuses(&login, conn.get_ref().is_tls()) {
+        conn.send(&ParameterStatus::new(name.into(), value));
+    }
+    let secret = i32::from_be_bytes(key.secret[..4].try_into().unwrap_or_default());
+    conn.send(&BackendKeyData::new(key.pid, SecretKey::I32(secret)));
+    metrics::counter!(m::LOGINS, "protocol" => "postgres").increment(1);
+    tracing::debug!(user = %login.user, route = %route.name, "session started");
+    match Session::new(conn, backend).run(shutdown).await? {
+        End::Client | End::Shutdown => Ok(()),
+    }
+}
+
+async fn refuse<S>(conn: &mut PgConn<S>, err: PgError) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.send(&err.to_response());
+    conn.close().await;
+    Err(ConnError::Refused(err.message))
+}
+
+fn parameter_statuses(login: &Login, _tls: bool) -> Vec<(&'static str, String)> {
+    let app = login
+        .params
+        .get("application_name")
+        .cloned()
+        .unwrap_or_default();
+    vec![
+        ("server_version", "15.0 (sluice)".into()),
+        ("server_encoding", "UTF8".into()),
+        ("client_encoding", "UTF8".into()),
+        ("DateStyle", "ISO, MDY".into()),
+        ("TimeZone", "UTC".into()),
+        ("integer_datetimes", "on".into()),
+        ("standard_conforming_strings", "on".into()),
+        ("IntervalStyle", "postgres".into()),
+        ("is_superuser", "off".into()),
+        ("session_authorization", login.user.clone()),
+        ("application_name", app),
+    ]
+}
+
+impl PgError {
+    /// The same error, ending the connection.
+    fn into_fatal(mut self) -> Self {
+        self.fatal = true;
+        self
+    }
+}
+
+impl From<BackendError> for PgError {
+    fn from(e: BackendError) -> Self {
+        PgError::from(&e)
+    }
+}

@@ -1,0 +1,13 @@
+//! sluice: a database access proxy. This crate holds everything that faces clients and
+//! decides; `backends` dials out and `policies` decides access.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod frontend;
+pub mod listener;
+pub mod metrics;
+pub mod pipeline;
+pub mod state;
+pub mod tls;

@@ -1,0 +1,79 @@
+//! Metric names and the Prometheus recorder. Every name starts with `sluice_`; every
+//! client-facing metric carries a `protocol` label.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS_ACCEPTED: &str = "sluice_connections_accepted_total";
+pub const CONNECTIONS_ACTIVE: &str = "sluice_connections_active";
+pub const AUTH_FAILURES: &str = "sluice_auth_failures_total";
+pub const LOGINS: &str = "sluice_logins_total";
+pub const QUERIES: &str = "sluice_queries_total";
+pub const QUERY_DURATION: &str = "sluice_query_duration_seconds";
+pub const QUERIES_IN_FLIGHT: &str = "sluice_queries_in_flight";
+pub const CANCEL_REQUESTS: &str = "sluice_cancel_requests_total";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide recorder once and returns its handle. Several sluice instances
+/// in one process (tests) share it.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedding program; then sluice's
+            // metrics go there and /metrics renders only what this recorder saw.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(CONNECTIONS_ACCEPTED, "Client connections accepted.");
+    describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
+    describe_counter!(AUTH_FAILURES, "Failed client logins, by reason.");
+    describe_counter!(LOGINS, "Successful client logins.");
+    describe_counter!(QUERIES, "Client requests, by outcome (ok, error).");
+    describe_histogram!(
+        QUERY_DURATION,
+        Unit::Seconds,
+        "Time to answer a client request."
+    );
+    describe_gauge!(QUERIES_IN_FLIGHT, "Client requests being answered now.");
+    describe_counter!(CANCEL_REQUESTS, "Cancel requests received, by result.");
+}
+
+/// Renders the Prometheus text exposition.
+pub fn render() -> String {
+    let handle = handle();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Keeps a gauge raised while alive.
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
