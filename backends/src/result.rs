@@ -10,8 +10,10 @@
 //! | `BLOB` or `BYTEA`             | [`ColumnType::Bytea`] | `bytea`  |
 //! | anything else (`TEXT`, ...)   | [`ColumnType::Text`]  | `text`   |
 //!
-//! Expression columns have no declared type: their type comes from the first non-NULL value
-//! in the result, and is `text` when every value is NULL.
+//! Expression columns have no declared type. Before a statement runs (Describe), common
+//! aggregates are typed by name (`count(...)` and `length(...)` as `int8`, `avg(...)` and
+//! `total(...)` as `float8`) and other expressions as `text`. Once rows exist (simple query,
+//! Describe of a portal), an expression takes the type of its first non-NULL value.
 
 /// The type of a result column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +78,24 @@ pub struct Column {
 impl Column {
     /// A column whose client type is its declared type, or text until values say otherwise.
     pub fn new(name: impl Into<String>, declared: Option<ColumnType>) -> Self {
-        Column {
-            name: name.into(),
-            declared,
-            ty: declared.unwrap_or(ColumnType::Text),
-        }
+        let name = name.into();
+        let ty = declared
+            .or_else(|| guess_from_name(&name))
+            .unwrap_or(ColumnType::Text);
+        Column { name, declared, ty }
+    }
+}
+
+/// The type of a well-known aggregate expression, from the column name SQLite gives it.
+fn guess_from_name(name: &str) -> Option<ColumnType> {
+    let lower = name.trim().to_ascii_lowercase();
+    let call = |f: &str| lower.starts_with(f) && lower.ends_with(')');
+    if call("count(") || call("length(") {
+        Some(ColumnType::Int8)
+    } else if call("avg(") || call("total(") {
+        Some(ColumnType::Float8)
+    } else {
+        None
     }
 }
 
@@ -170,5 +185,12 @@ mod tests {
         assert_eq!(rs.columns[0].ty, ColumnType::Int8);
         assert_eq!(rs.columns[1].ty, ColumnType::Text);
         assert_eq!(rs.command_tag(), "SELECT 2");
+    }
+
+    #[test]
+    fn well_known_aggregates_are_typed_before_they_run() {
+        assert_eq!(Column::new("count(*)", None).ty, ColumnType::Int8);
+        assert_eq!(Column::new("AVG(price)", None).ty, ColumnType::Float8);
+        assert_eq!(Column::new("1 + 1", None).ty, ColumnType::Text);
     }
 }

@@ -124,6 +124,7 @@ impl SqliteSession {
 
     /// Runs every statement of `sql` in order, stopping at the first error.
     pub async fn execute_batch(&self, sql: String) -> BatchOutcome {
+        let sql = transaction_start(&sql).map(str::to_string).unwrap_or(sql);
         let outcome = self
             .blocking(move |conn| {
                 let mut results = Vec::new();
@@ -165,6 +166,7 @@ impl SqliteSession {
         sql: String,
         params: Vec<Value>,
     ) -> Result<ResultSet, BackendError> {
+        let sql = transaction_start(&sql).map(str::to_string).unwrap_or(sql);
         self.blocking(move |conn| {
             let mut stmt = prepare_single(conn, &sql)?;
             run_statement(conn, &mut stmt, &params)
@@ -199,6 +201,50 @@ impl SqliteSession {
         })
         .await
         .map_err(|e| BackendError::Unavailable(format!("SQLite worker failed: {e}")))?
+    }
+}
+
+/// PostgreSQL's ways to open a transaction (`START TRANSACTION`, `BEGIN ISOLATION LEVEL
+/// ...`, `BEGIN READ WRITE`) as SQLite's `BEGIN`, which is always serializable. Only a whole
+/// request that is exactly one such statement is recognised.
+fn transaction_start(sql: &str) -> Option<&'static str> {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let modes = |rest: &[String]| {
+        !rest.is_empty()
+            && rest.iter().all(|w| {
+                let w = w.trim_end_matches(',');
+                matches!(
+                    w,
+                    "ISOLATION"
+                        | "LEVEL"
+                        | "SERIALIZABLE"
+                        | "REPEATABLE"
+                        | "READ"
+                        | "COMMITTED"
+                        | "UNCOMMITTED"
+                        | "WRITE"
+                        | "ONLY"
+                        | "DEFERRABLE"
+                        | "NOT"
+                )
+            })
+    };
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["START", "TRANSACTION"] => Some("BEGIN"),
+        ["START", "TRANSACTION", ..] if modes(&words[2..]) => Some("BEGIN"),
+        ["BEGIN", "WORK" | "TRANSACTION", ..] if modes(&words[2..]) => Some("BEGIN"),
+        ["BEGIN", ..] if modes(&words[1..]) => Some("BEGIN"),
+        _ => None,
     }
 }
 
@@ -471,6 +517,18 @@ mod tests {
         assert!(s.in_transaction());
         s.execute_batch("COMMIT".into()).await;
         assert!(!s.in_transaction());
+    }
+
+    #[test]
+    fn postgres_transaction_starts_become_begin() {
+        assert_eq!(transaction_start("START TRANSACTION"), Some("BEGIN"));
+        assert_eq!(
+            transaction_start("begin isolation level read committed;"),
+            Some("BEGIN")
+        );
+        assert_eq!(transaction_start("BEGIN READ WRITE"), Some("BEGIN"));
+        assert_eq!(transaction_start("BEGIN"), None);
+        assert_eq!(transaction_start("START TRANSACTION; DROP TABLE t"), None);
     }
 
     #[test]

@@ -1,1 +1,33 @@
-//! End-to-end test harness.
+//! End-to-end test harness: certificates made at test time, sluice started in-process on
+//! port 0 (or as a process, for signal tests), and ephemeral PostgreSQL, MariaDB and Redis
+//! servers in temp dirs on free loopback ports. Nothing here uses the servers already
+//! running on the machine or their default ports.
+
+pub mod certs;
+pub mod clients;
+pub mod servers;
+pub mod sluice;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; servers that need a number get it).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}

@@ -109,6 +109,7 @@ pub struct Admin {
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     Md5,
     /// Cleartext password over the wire; only sensible with TLS required.

@@ -40,13 +40,9 @@ impl Prepared {
         self.sql.trim().is_empty()
     }
 
-    /// Column types as Describe of the statement reports them: declared, else text.
+    /// Column types as Describe of the statement reports them (before any row exists).
     fn types(&self) -> Vec<ColumnType> {
-        self.desc
-            .columns
-            .iter()
-            .map(|c| c.declared.unwrap_or(ColumnType::Text))
-            .collect()
+        self.desc.columns.iter().map(|c| c.ty).collect()
     }
 }
 

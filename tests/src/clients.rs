@@ -1,0 +1,74 @@
+//! Real clients: tokio-postgres over rustls, and the psql and pgbench command-line tools.
+
+use std::process::Output;
+
+use tokio::process::Command;
+
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::certs::TestPki;
+
+/// Connects tokio-postgres with TLS (trusting the test CA), spawning its connection task.
+pub async fn connect_tls(conninfo: &str, pki: &TestPki) -> Result<Client, tokio_postgres::Error> {
+    let tls = MakeRustlsConnect::new(pki.client_config());
+    let (client, conn) = tokio_postgres::connect(conninfo, tls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Connects tokio-postgres without TLS.
+pub async fn connect_plain(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Runs psql with `conninfo` and extra arguments; no psqlrc, no password prompt.
+pub async fn psql(conninfo: &str, args: &[&str]) -> Output {
+    Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-w", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .output()
+        .await
+        .expect("psql is installed (scripts/setup)")
+}
+
+/// Runs pgbench with `conninfo` pieces given as arguments.
+pub async fn pgbench(args: &[&str], password: &str, sslmode: &str) -> Output {
+    Command::new("pgbench")
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGSSLMODE", sslmode)
+        .output()
+        .await
+        .expect("pgbench is installed (scripts/setup)")
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// Runs a Python snippet with the test venv (made by scripts/setup); returns its output.
+pub async fn python(script: &str, env: &[(&str, String)]) -> Output {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.is_file(),
+        "{} is missing: run scripts/setup",
+        venv.display()
+    );
+    Command::new(venv)
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .expect("run python")
+}

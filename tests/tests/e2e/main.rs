@@ -1,0 +1,11 @@
+//! End-to-end tests: real clients (psql, pgbench, tokio-postgres) against sluice over real
+//! TLS, and the ephemeral real servers of the harness.
+//!
+//! Run with `scripts/test` (which builds the `sluice` binary some tests spawn).
+
+mod admin;
+mod cli;
+mod harness;
+mod login;
+mod queries;
+mod shutdown;

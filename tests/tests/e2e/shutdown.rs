@@ -1,0 +1,123 @@
+//! Graceful shutdown of the sluice process on SIGTERM and SIGINT.
+
+use std::time::Duration;
+
+use tests::clients::{connect_tls, sqlstate};
+use tests::sluice::{SluiceConfig, SluiceProcess};
+use tests::{free_port, wait_for};
+
+/// A sluice process on fixed free ports: (process, its files, postgres port, admin address).
+async fn spawn() -> (
+    SluiceProcess,
+    tests::sluice::Prepared,
+    u16,
+    std::net::SocketAddr,
+) {
+    let prepared = SluiceConfig::default().write();
+    let (port, admin) = (free_port(), free_port());
+    let text = std::fs::read_to_string(&prepared.path).unwrap();
+    let text = text
+        .replacen(
+            "postgres = \"127.0.0.1:0\"",
+            &format!("postgres = \"127.0.0.1:{port}\""),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+            1,
+        );
+    std::fs::write(&prepared.path, text).unwrap();
+    let process = SluiceProcess::spawn(&prepared.path);
+    (process, prepared, port, ([127, 0, 0, 1], admin).into())
+}
+
+async fn login(port: u16, prepared: &tests::sluice::Prepared) -> tokio_postgres::Client {
+    wait_for("sluice to accept logins", Duration::from_secs(30), || {
+        let (info, pki) = (conninfo(port), &prepared.pki);
+        async move { connect_tls(&info, pki).await.ok() }
+    })
+    .await
+}
+
+async fn wait_exit(process: &mut SluiceProcess) -> std::process::ExitStatus {
+    wait_for("sluice to exit", Duration::from_secs(30), || {
+        let done = process.child.try_wait().unwrap();
+        async move { done }
+    })
+    .await
+}
+
+fn conninfo(port: u16) -> String {
+    format!(
+        "host=127.0.0.1 port={port} user=alice password={} dbname=app sslmode=require",
+        tests::sluice::PASSWORD
+    )
+}
+
+async fn exits_cleanly_on(signal: &str) {
+    let (mut process, prepared, port, _) = spawn().await;
+    let client = login(port, &prepared).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    process.signal(signal);
+    let status = wait_exit(&mut process).await;
+    assert!(status.success(), "exit status {status:?}");
+    // The connected client was told why, then closed.
+    let e = client
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("session ended");
+    assert!(
+        sqlstate(&e).as_deref() == Some("57P01") || e.is_closed(),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_while_a_client_is_connected() {
+    exits_cleanly_on("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_exits_cleanly_while_a_client_is_connected() {
+    exits_cleanly_on("INT").await;
+}
+
+#[tokio::test]
+async fn a_running_query_finishes_before_shutdown() {
+    let (mut process, prepared, port, admin) = spawn().await;
+    let c = login(port, &prepared).await;
+    let slow = tokio::spawn(async move {
+        c.simple_query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) FROM n",
+        )
+        .await
+    });
+    // Once the query is in flight, SIGTERM must let it complete before sluice exits.
+    wait_for(
+        "the query to be in flight",
+        Duration::from_secs(20),
+        || async move {
+            let body = metrics_body(admin).await;
+            body.lines()
+                .any(|l| l.starts_with("sluice_queries_in_flight") && !l.ends_with(" 0"))
+                .then_some(())
+        },
+    )
+    .await;
+    process.signal("TERM");
+    let msgs = slow.await.unwrap().expect("the in-flight query completed");
+    assert!(
+        matches!(&msgs[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("3000000"))
+    );
+    assert!(wait_exit(&mut process).await.success());
+}
+
+async fn metrics_body(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
