@@ -1,21 +1,7 @@
 //! The admin listener: health and Prometheus metrics.
 
-use std::net::SocketAddr;
-
-use tests::clients::connect_tls;
+use tests::clients::{connect_tls, http_get as get};
 use tests::sluice::SluiceConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
 
 /// The value of a metric line that starts with `prefix` (name and labels), or 0.
 fn metric(body: &str, prefix: &str) -> f64 {

@@ -98,7 +98,7 @@ async fn a_running_query_finishes_before_shutdown() {
         "the query to be in flight",
         Duration::from_secs(20),
         || async move {
-            let body = metrics_body(admin).await;
+            let (_, body) = tests::clients::http_get(admin, "/metrics").await;
             body.lines()
                 .any(|l| l.starts_with("sluice_queries_in_flight") && !l.ends_with(" 0"))
                 .then_some(())
@@ -111,13 +111,4 @@ async fn a_running_query_finishes_before_shutdown() {
         matches!(&msgs[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("3000000"))
     );
     assert!(wait_exit(&mut process).await.success());
-}
-
-async fn metrics_body(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
