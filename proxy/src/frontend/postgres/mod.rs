@@ -100,7 +100,7 @@ where
     };
     let key = state.cancels.register(backend.canceller());
     conn.send(&Authentication::Ok);
-    for (name, value) in parameter_statuses(&login, conn.get_ref().is_tls()) {
+    for (name, value) in parameter_statuses(&login) {
         conn.send(&ParameterStatus::new(name.into(), value));
     }
     let secret = i32::from_be_bytes(key.secret[..4].try_into().unwrap_or_default());
@@ -121,7 +121,7 @@ where
     Err(ConnError::Refused(err.message))
 }
 
-fn parameter_statuses(login: &Login, _tls: bool) -> Vec<(&'static str, String)> {
+fn parameter_statuses(login: &Login) -> Vec<(&'static str, String)> {
     let app = login
         .params
         .get("application_name")

@@ -98,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
         self.rbuf.len()
     }
 
-    /// Gives back the stream; fails if unread bytes would be lost with the buffer.
+    /// Gives back the stream, dropping the buffers; callers check `buffered()` first.
     pub fn into_inner(self) -> S {
         self.io
     }
