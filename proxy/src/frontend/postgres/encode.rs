@@ -1,7 +1,7 @@
 //! Neutral results to PostgreSQL messages, and Bind parameters to neutral values, following
 //! the type mapping in `backends::result`.
 
-use backends::result::{Column, ColumnType, ResultSet, Value};
+use backends::result::{Column, ColumnType, Value};
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 
@@ -101,18 +101,6 @@ pub fn data_row(row: &[Value], types: &[ColumnType], formats: &[i16]) -> Result<
         data[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
     Ok(DataRow::new(data, row.len() as i16))
-}
-
-/// All rows of a result as DataRow messages.
-pub fn rows(
-    rs: &ResultSet,
-    types: &[ColumnType],
-    formats: &[i16],
-) -> Result<Vec<DataRow>, PgError> {
-    rs.rows
-        .iter()
-        .map(|r| data_row(r, types, formats))
-        .collect()
 }
 
 fn put_text(out: &mut BytesMut, value: &Value, ty: ColumnType) {

@@ -10,7 +10,6 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use backends::BackendError;
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -147,11 +146,5 @@ impl PgError {
     fn into_fatal(mut self) -> Self {
         self.fatal = true;
         self
-    }
-}
-
-impl From<BackendError> for PgError {
-    fn from(e: BackendError) -> Self {
-        PgError::from(&e)
     }
 }

@@ -18,12 +18,6 @@ pub enum ClientStream<S> {
     Tls(Box<TlsStream<S>>),
 }
 
-impl<S> ClientStream<S> {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
