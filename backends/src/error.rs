@@ -9,6 +9,9 @@ pub enum BackendError {
         sqlstate: &'static str,
         message: String,
     },
+    /// A server reported this error (a relayed backend's own SQLSTATE and message).
+    #[error("{message}")]
+    Server { sqlstate: String, message: String },
     /// The backend could not be opened or reached.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
@@ -21,16 +24,17 @@ impl BackendError {
     /// Short stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            BackendError::Statement { .. } => "statement",
+            BackendError::Statement { .. } | BackendError::Server { .. } => "statement",
             BackendError::Unavailable(_) => "unavailable",
             BackendError::Canceled => "canceled",
         }
     }
 
     /// SQLSTATE for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         match self {
             BackendError::Statement { sqlstate, .. } => sqlstate,
+            BackendError::Server { sqlstate, .. } => sqlstate,
             BackendError::Unavailable(_) => "08006",
             BackendError::Canceled => "57014",
         }

@@ -5,6 +5,7 @@
 //! protocol messages.
 
 pub mod error;
+pub mod postgres;
 pub mod result;
 pub mod sqlite;
 

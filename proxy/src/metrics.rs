@@ -13,6 +13,9 @@ pub const QUERIES: &str = "sluice_queries_total";
 pub const QUERY_DURATION: &str = "sluice_query_duration_seconds";
 pub const QUERIES_IN_FLIGHT: &str = "sluice_queries_in_flight";
 pub const CANCEL_REQUESTS: &str = "sluice_cancel_requests_total";
+pub const POOL_CHECKOUT_WAIT: &str = "sluice_pool_checkout_wait_seconds";
+pub const POOL_CHECKOUT_TIMEOUTS: &str = "sluice_pool_checkout_timeouts_total";
+pub const SERVER_CONNECT_FAILURES: &str = "sluice_server_connect_failures_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -53,6 +56,19 @@ fn describe() {
     );
     describe_gauge!(QUERIES_IN_FLIGHT, "Client requests being answered now.");
     describe_counter!(CANCEL_REQUESTS, "Cancel requests received, by result.");
+    describe_histogram!(
+        POOL_CHECKOUT_WAIT,
+        Unit::Seconds,
+        "Time clients waited for a server connection."
+    );
+    describe_counter!(
+        POOL_CHECKOUT_TIMEOUTS,
+        "Clients that gave up waiting for a server connection (53300)."
+    );
+    describe_counter!(
+        SERVER_CONNECT_FAILURES,
+        "Failed attempts to open a server connection."
+    );
 }
 
 /// Renders the Prometheus text exposition.

@@ -5,48 +5,70 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use backends::postgres::{BackendKey, ConnectConfig, PgPool, PoolSettings, TlsTarget};
 use backends::sqlite::{Canceller, SqliteBackend};
+use rustls_pki_types::ServerName;
 use bytes::Bytes;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Verifier;
-use crate::config::{AuthMethod, BackendKind, Config, TlsMode};
+use crate::config::{
+    AuthMethod, Backend, BackendKind, BackendTls, Config, PoolMode, Route, TlsMode,
+};
 
 /// A configured client identity.
 pub struct UserEntry {
     pub method: AuthMethod,
     pub verifier: Verifier,
+    pub connections: Arc<Limit>,
 }
 
-/// A backend opened for use.
+/// What serves a route.
 #[derive(Clone)]
 pub enum BackendHandle {
     Sqlite(SqliteBackend),
+    /// A pool of PostgreSQL server connections (one pool per route).
+    Postgres(Arc<PgPool>),
 }
 
 /// A client-visible database name and what serves it.
 pub struct RouteEntry {
     pub name: String,
     pub backend: BackendHandle,
-    pub max_clients: u32,
-    clients: AtomicU32,
+    pub pool_mode: PoolMode,
+    pub clients: Arc<Limit>,
 }
 
-/// Holds one client's place on a route while alive.
-pub struct RouteSlot(Arc<RouteEntry>);
+/// A counter with a ceiling (0 = none), handing out slots.
+pub struct Limit {
+    max: u32,
+    count: AtomicU32,
+}
 
-impl Drop for RouteSlot {
+/// Holds one place under a [`Limit`] while alive.
+pub struct LimitSlot(Arc<Limit>);
+
+impl Drop for LimitSlot {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-impl RouteEntry {
-    /// Takes a client slot, or `None` when the route is at `max_clients`.
-    pub fn enter(self: &Arc<Self>) -> Option<RouteSlot> {
-        let prev = self.clients.fetch_add(1, Ordering::AcqRel);
-        let slot = RouteSlot(self.clone());
-        (self.max_clients == 0 || prev < self.max_clients).then_some(slot)
+impl Limit {
+    pub fn new(max: u32) -> Arc<Limit> {
+        Arc::new(Limit {
+            max,
+            count: AtomicU32::new(0),
+        })
+    }
+
+    /// Takes a slot, or `None` when the limit is reached.
+    pub fn enter(self: &Arc<Self>) -> Option<LimitSlot> {
+        let prev = self.count.fetch_add(1, Ordering::AcqRel);
+        let slot = LimitSlot(self.clone());
+        (self.max == 0 || prev < self.max).then_some(slot)
     }
 }
 
@@ -70,6 +92,8 @@ pub enum StateError {
         name: String,
         source: backends::BackendError,
     },
+    #[error("backends.{name}: {message}")]
+    BackendConfig { name: String, message: String },
     #[error("users.{0}.password: {1}")]
     Verifier(String, crate::auth::VerifierError),
 }
@@ -87,39 +111,42 @@ impl State {
                 UserEntry {
                     method: user.auth,
                     verifier,
+                    connections: Limit::new(user.max_connections),
                 },
             );
         }
-        let mut opened: HashMap<String, BackendHandle> = HashMap::new();
+        let mut sqlite: HashMap<&str, SqliteBackend> = HashMap::new();
         for (name, b) in &config.backends {
-            let handle = match b.kind {
-                BackendKind::Sqlite => {
-                    let path = b.path.as_deref().unwrap_or(std::path::Path::new(""));
-                    let backend =
-                        SqliteBackend::open(path, b.seed.as_deref()).map_err(|source| {
-                            StateError::Backend {
-                                name: name.clone(),
-                                source,
-                            }
-                        })?;
-                    BackendHandle::Sqlite(backend)
+            if b.kind == BackendKind::Sqlite {
+                let path = b.path.as_deref().unwrap_or(std::path::Path::new(""));
+                let backend = SqliteBackend::open(path, b.seed.as_deref()).map_err(|source| {
+                    StateError::Backend {
+                        name: name.clone(),
+                        source,
+                    }
+                })?;
+                sqlite.insert(name, backend);
+            }
+        }
+        let mut routes = HashMap::new();
+        for (name, r) in &config.routes {
+            let b = &config.backends[&r.backend];
+            let backend = match b.kind {
+                BackendKind::Sqlite => BackendHandle::Sqlite(sqlite[r.backend.as_str()].clone()),
+                BackendKind::Postgres => {
+                    let database = r.database.clone().unwrap_or_else(|| name.clone());
+                    let connect = pg_connect_config(&r.backend, b, database)?;
+                    BackendHandle::Postgres(Arc::new(PgPool::new(connect, pool_settings(r))))
                 }
             };
-            opened.insert(name.clone(), handle);
+            let entry = RouteEntry {
+                name: name.clone(),
+                backend,
+                pool_mode: r.pool_mode,
+                clients: Limit::new(r.max_clients),
+            };
+            routes.insert(name.clone(), Arc::new(entry));
         }
-        let routes = config
-            .routes
-            .iter()
-            .map(|(name, r)| {
-                let entry = RouteEntry {
-                    name: name.clone(),
-                    backend: opened[&r.backend].clone(),
-                    max_clients: r.max_clients,
-                    clients: AtomicU32::new(0),
-                };
-                (name.clone(), Arc::new(entry))
-            })
-            .collect();
         Ok(State {
             tls_mode: config.tls.mode,
             config,
@@ -131,10 +158,107 @@ impl State {
     }
 }
 
+fn secs(v: f64) -> Option<Duration> {
+    (v > 0.0).then(|| Duration::from_secs_f64(v))
+}
+
+fn pool_settings(r: &Route) -> PoolSettings {
+    PoolSettings {
+        size: r.pool_size,
+        min_idle: r.min_idle,
+        checkout_timeout: Duration::from_secs_f64(r.checkout_timeout_secs),
+        idle_timeout: secs(r.idle_timeout_secs),
+        max_lifetime: secs(r.max_lifetime_secs),
+        statement_cache: r.statement_cache_size,
+    }
+}
+
+fn pg_connect_config(
+    name: &str,
+    b: &Backend,
+    database: String,
+) -> Result<ConnectConfig, StateError> {
+    let err = |message: String| StateError::BackendConfig {
+        name: name.to_string(),
+        message,
+    };
+    let host = b.host.clone().unwrap_or_default();
+    let password = match &b.password_env {
+        Some(var) => Some(
+            std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?,
+        ),
+        None => b.password.clone(),
+    };
+    let tls = match (b.tls, &b.tls_ca) {
+        (BackendTls::VerifyFull, Some(ca)) => {
+            let config = crate::tls::client_config(ca)?;
+            let sni = b.tls_server_name.clone().unwrap_or_else(|| host.clone());
+            let server_name = ServerName::try_from(sni)
+                .map_err(|e| err(format!("invalid TLS server name: {e}")))?;
+            Some(TlsTarget {
+                config,
+                server_name,
+            })
+        }
+        _ => None,
+    };
+    Ok(ConnectConfig {
+        host,
+        port: b.port,
+        user: b.user.clone().unwrap_or_default(),
+        password,
+        database,
+        connect_timeout: Duration::from_secs_f64(b.connect_timeout_secs),
+        tls,
+    })
+}
+
+/// What a cancel request interrupts: a SQLite statement, or the query on whichever
+/// PostgreSQL server connection serves the session at that moment.
+#[derive(Clone)]
+pub enum CancelTarget {
+    Sqlite(Canceller),
+    Postgres(Arc<ServerSlot>),
+}
+
+/// The server connection a PostgreSQL session holds right now, if any. A cancel holds the
+/// lock until the server has taken the request, and a session clears the slot (under the
+/// same lock) before it gives the connection back, so a cancel never reaches a connection
+/// that already serves another client.
+#[derive(Default)]
+pub struct ServerSlot(tokio::sync::Mutex<Option<BackendKey>>);
+
+impl ServerSlot {
+    pub async fn set(&self, key: Option<BackendKey>) {
+        *self.0.lock().await = key;
+    }
+
+    async fn cancel(&self) {
+        let guard = self.0.lock().await;
+        if let Some(key) = *guard {
+            if let Err(e) = backends::postgres::cancel::send(key, Duration::from_secs(5)).await {
+                tracing::warn!(error = %e, "cancel request to the server failed");
+            }
+        }
+    }
+}
+
+impl CancelTarget {
+    fn cancel(&self) {
+        match self {
+            CancelTarget::Sqlite(c) => c.cancel(),
+            CancelTarget::Postgres(slot) => {
+                let slot = slot.clone();
+                tokio::spawn(async move { slot.cancel().await });
+            }
+        }
+    }
+}
+
 /// Maps the (pid, secret) keys handed to clients to what a cancel request interrupts.
 #[derive(Default)]
 pub struct CancelRegistry {
-    entries: Mutex<HashMap<i32, (Bytes, Canceller)>>,
+    entries: Mutex<HashMap<i32, (Bytes, CancelTarget)>>,
 }
 
 /// A registered key; removed from the registry when dropped.
@@ -151,12 +275,12 @@ impl Drop for CancelKey {
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (Bytes, Canceller)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (Bytes, CancelTarget)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Issues a fresh key for a session.
-    pub fn register(self: &Arc<Self>, canceller: Canceller) -> CancelKey {
+    pub fn register(self: &Arc<Self>, canceller: CancelTarget) -> CancelKey {
         let mut map = self.lock();
         loop {
             let mut raw = [0u8; 8];

@@ -52,3 +52,26 @@ pub fn server_config(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, TlsError> {
         .with_single_cert(certs, key)?;
     Ok(Some(Arc::new(config)))
 }
+
+/// Builds a client config that trusts the CA certificates in `ca_path` (for TLS to
+/// backends, verified against the server name).
+pub fn client_config(ca_path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let cert_err = |message: String| TlsError::Cert {
+        path: ca_path.display().to_string(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| cert_err(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| cert_err(e.to_string()))?)
+            .map_err(|e| cert_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(cert_err("no certificate found".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

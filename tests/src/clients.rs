@@ -90,3 +90,36 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String
         body.to_string(),
     )
 }
+
+/// Starts psql reading commands from a pipe, for tests that kill it mid-session.
+pub fn psql_interactive(conninfo: &str) -> tokio::process::Child {
+    Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-w", "-q"])
+        .env_remove("PGPASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("psql is installed (scripts/setup)")
+}
+
+/// Runs psql with `input` on stdin (COPY FROM STDIN).
+pub async fn psql_with_input(conninfo: &str, args: &[&str], input: &[u8]) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-w", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql is installed (scripts/setup)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).await.expect("write to psql");
+    drop(stdin);
+    child.wait_with_output().await.expect("psql output")
+}

@@ -69,14 +69,40 @@ async fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-/// An ephemeral PostgreSQL server with trust authentication for user `postgres`.
+/// Role sluice logs in as on test PostgreSQL servers (SCRAM-SHA-256 password).
+pub const PG_ROLE: &str = "sluice_backend";
+/// A role with an md5-hashed password, for the md5 path.
+pub const PG_MD5_ROLE: &str = "sluice_md5";
+/// Password of both roles.
+pub const PG_PASSWORD: &str = "backend-pw";
+
+/// An ephemeral PostgreSQL server: `postgres` is trusted; [`PG_ROLE`] (SCRAM) and
+/// [`PG_MD5_ROLE`] (md5) log in with [`PG_PASSWORD`] over TCP.
 pub struct Postgres {
     pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    bindir: PathBuf,
+    data: PathBuf,
+    root: bool,
+    child: std::sync::Mutex<Option<Child>>,
+    dir: tempfile::TempDir,
 }
 
+static SHARED_PG: tokio::sync::Mutex<std::sync::Weak<Postgres>> =
+    tokio::sync::Mutex::const_new(std::sync::Weak::new());
+
 impl Postgres {
+    /// A server shared by the tests running at the same time; it stops when the last of
+    /// them lets go. Tests that stop or restart a server start their own instead.
+    pub async fn shared() -> std::sync::Arc<Postgres> {
+        let mut slot = SHARED_PG.lock().await;
+        if let Some(pg) = slot.upgrade() {
+            return pg;
+        }
+        let pg = std::sync::Arc::new(Postgres::start().await);
+        *slot = std::sync::Arc::downgrade(&pg);
+        pg
+    }
+
     pub async fn start() -> Postgres {
         let root = is_root();
         let bindir = pg_bindir();
@@ -115,54 +141,106 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let child = pg_command(&bindir.join("postgres"), root)
+        let hba = format!(
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all {PG_MD5_ROLE} 127.0.0.1/32 md5\n\
+             host all all 127.0.0.1/32 scram-sha-256\n"
+        );
+        std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        let pg = Postgres {
+            port: free_port(),
+            bindir,
+            data,
+            root,
+            child: std::sync::Mutex::new(None),
+            dir,
+        };
+        pg.spawn().await;
+        let admin = crate::clients::connect_plain(&pg.conninfo("postgres"))
+            .await
+            .expect("connect as postgres");
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {PG_ROLE} LOGIN CREATEDB PASSWORD '{PG_PASSWORD}';\n\
+                 SET password_encryption = 'md5';\n\
+                 CREATE ROLE {PG_MD5_ROLE} LOGIN PASSWORD '{PG_PASSWORD}';"
+            ))
+            .await
+            .expect("create test roles");
+        pg
+    }
+
+    /// Starts the server process on the data dir and waits until it accepts connections.
+    async fn spawn(&self) {
+        let child = pg_command(&self.bindir.join("postgres"), self.root)
             .arg("-D")
-            .arg(&data)
+            .arg(&self.data)
             .arg("-p")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
                 "fsync=off",
                 "-c",
-                "max_connections=200",
+                "max_connections=300",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn postgres");
-        let pg = Postgres {
-            port,
-            child,
-            _dir: dir,
-        };
+        *self.child.lock().expect("child lock") = Some(child);
+        let conninfo = self.conninfo("postgres");
         wait_for("PostgreSQL to accept connections", START_LIMIT, || async {
-            let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
             crate::clients::connect_plain(&conninfo)
                 .await
                 .ok()
                 .map(|_| ())
         })
         .await;
-        pg
     }
 
+    /// Stops the server at once, as `pg_ctl stop -m immediate` does (SIGQUIT).
+    pub fn stop_immediate(&self) {
+        if let Some(mut child) = self.child.lock().expect("child lock").take() {
+            stop_child(&mut child, "QUIT");
+        }
+    }
+
+    /// Starts the server again after [`Postgres::stop_immediate`].
+    pub async fn restart(&self) {
+        self.spawn().await;
+    }
+
+    /// A conninfo for the trusted superuser.
     pub fn conninfo(&self, db: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={db}",
             self.port
         )
     }
+
+    /// Creates a fresh database owned by [`PG_ROLE`] and returns its name.
+    pub async fn create_database(&self, prefix: &str) -> String {
+        let name = format!("{prefix}_{}", crate::free_port());
+        let admin = crate::clients::connect_plain(&self.conninfo("postgres"))
+            .await
+            .expect("connect as postgres");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {PG_ROLE}"))
+            .await
+            .expect("create database");
+        name
+    }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGQUIT: immediate shutdown; the data dir is thrown away anyway.
-        stop_child(&mut self.child, "QUIT");
+        self.stop_immediate();
     }
 }
 

@@ -83,6 +83,13 @@ impl SluiceConfig {
 
     /// Starts sluice in this process.
     pub async fn start(&self) -> TestSluice {
+        // SLUICE_TEST_LOG=debug (an env filter) shows sluice's log while debugging a test.
+        if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let prepared = self.write();
         let config = Config::load(&prepared.path).expect("test config is valid");
         let running = proxy::app::start(config).await.expect("sluice starts");
@@ -200,4 +207,22 @@ impl Drop for SluiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Config lines for a PostgreSQL backend `{route}_pg` on `port` (as [`PG_ROLE`]) and a
+/// route `route` to database `db` in pool mode `mode`; `opts` adds route keys.
+///
+/// [`PG_ROLE`]: crate::servers::PG_ROLE
+pub fn pg_route(route: &str, port: u16, db: &str, mode: &str, opts: &str) -> String {
+    pg_route_as(route, port, db, mode, opts, crate::servers::PG_ROLE)
+}
+
+/// [`pg_route`] logging in to the server as `role`.
+pub fn pg_route_as(route: &str, port: u16, db: &str, mode: &str, opts: &str, role: &str) -> String {
+    format!(
+        "[backends.{route}_pg]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         user = \"{role}\"\npassword = \"{pw}\"\nconnect_timeout_secs = 2\n\
+         [routes.{route}]\nbackend = \"{route}_pg\"\ndatabase = \"{db}\"\npool_mode = \"{mode}\"\n{opts}\n",
+        pw = crate::servers::PG_PASSWORD,
+    )
 }

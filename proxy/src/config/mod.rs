@@ -125,6 +125,9 @@ pub struct User {
     pub password: String,
     #[serde(default)]
     pub auth: AuthMethod,
+    /// Most connections this user may hold at once (0 = no limit).
+    #[serde(default)]
+    pub max_connections: u32,
 }
 
 /// The kinds of backend sluice can reach.
@@ -132,6 +135,18 @@ pub struct User {
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Sqlite,
+    Postgres,
+}
+
+/// TLS from sluice to a PostgreSQL server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTls {
+    /// Plaintext.
+    #[default]
+    Disable,
+    /// TLS, with the server certificate verified against `tls_ca` and the host name.
+    VerifyFull,
 }
 
 /// A database server (or file) sluice connects to.
@@ -143,6 +158,35 @@ pub struct Backend {
     pub path: Option<PathBuf>,
     /// SQLite: a SQL file run once when the database file is created.
     pub seed: Option<PathBuf>,
+    /// PostgreSQL: server host name or address.
+    pub host: Option<String>,
+    /// PostgreSQL: server port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// PostgreSQL: the role sluice logs in as.
+    pub user: Option<String>,
+    /// PostgreSQL: that role's password (prefer `password_env`).
+    pub password: Option<String>,
+    /// PostgreSQL: name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// PostgreSQL: seconds to open and authenticate a server connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// PostgreSQL: TLS to the server.
+    #[serde(default)]
+    pub tls: BackendTls,
+    /// PostgreSQL: PEM file of the CA certificates trusted for the server (verify-full).
+    pub tls_ca: Option<PathBuf>,
+    /// PostgreSQL: name checked against the server certificate; defaults to `host`.
+    pub tls_server_name: Option<String>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+fn default_connect_timeout() -> f64 {
+    5.0
 }
 
 /// How server connections are shared between clients.
@@ -172,6 +216,37 @@ pub struct Route {
     /// Most clients connected to this route at once (0 = no limit).
     #[serde(default)]
     pub max_clients: u32,
+    /// Server connections kept open even when idle.
+    #[serde(default)]
+    pub min_idle: u32,
+    /// Seconds a client waits for a server connection before it gets SQLSTATE 53300.
+    #[serde(default = "default_checkout_timeout")]
+    pub checkout_timeout_secs: f64,
+    /// Seconds an idle server connection is kept (0 = forever).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: f64,
+    /// Seconds after which a server connection is retired (0 = never).
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_secs: f64,
+    /// Most prepared statements sluice keeps per server connection (transaction mode).
+    #[serde(default = "default_statement_cache")]
+    pub statement_cache_size: usize,
+}
+
+fn default_checkout_timeout() -> f64 {
+    5.0
+}
+
+fn default_idle_timeout() -> f64 {
+    600.0
+}
+
+fn default_max_lifetime() -> f64 {
+    3600.0
+}
+
+fn default_statement_cache() -> usize {
+    500
 }
 
 fn default_pool_size() -> u32 {
@@ -236,6 +311,7 @@ impl Config {
         for backend in self.backends.values_mut() {
             fix(&mut backend.path);
             fix(&mut backend.seed);
+            fix(&mut backend.tls_ca);
         }
     }
 }

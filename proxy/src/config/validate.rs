@@ -1,6 +1,6 @@
 //! Semantic checks that serde cannot express; each error names the key it is about.
 
-use super::{BackendKind, Config, TlsMode};
+use super::{Backend, BackendKind, BackendTls, Config, TlsMode};
 use crate::auth::Verifier;
 
 /// A problem: the dotted key it concerns and what is wrong.
@@ -15,24 +15,7 @@ pub fn validate(config: &Config) -> Result<(), Problem> {
             .map_err(|e| (format!("users.{name}.password"), e.to_string()))?;
     }
     for (name, backend) in &config.backends {
-        match backend.kind {
-            BackendKind::Sqlite => {
-                if backend.path.is_none() {
-                    return Err((
-                        format!("backends.{name}.path"),
-                        "a sqlite backend needs a database file path".into(),
-                    ));
-                }
-                if let Some(seed) = &backend.seed {
-                    if !seed.is_file() {
-                        return Err((
-                            format!("backends.{name}.seed"),
-                            format!("seed file {} does not exist", seed.display()),
-                        ));
-                    }
-                }
-            }
-        }
+        check_backend(name, backend)?;
     }
     for (name, route) in &config.routes {
         if !config.backends.contains_key(&route.backend) {
@@ -41,11 +24,90 @@ pub fn validate(config: &Config) -> Result<(), Problem> {
                 format!("no backend named {:?} in [backends]", route.backend),
             ));
         }
+        let positive = |v: f64| v.is_finite() && v >= 0.0;
+        for (key, v) in [
+            ("checkout_timeout_secs", route.checkout_timeout_secs),
+            ("idle_timeout_secs", route.idle_timeout_secs),
+            ("max_lifetime_secs", route.max_lifetime_secs),
+        ] {
+            if !positive(v) || (key == "checkout_timeout_secs" && v == 0.0) {
+                return Err((
+                    format!("routes.{name}.{key}"),
+                    "must be a positive number of seconds".into(),
+                ));
+            }
+        }
+        if route.min_idle > route.pool_size {
+            return Err((
+                format!("routes.{name}.min_idle"),
+                "must not exceed pool_size".into(),
+            ));
+        }
         if route.pool_size == 0 {
             return Err((
                 format!("routes.{name}.pool_size"),
                 "must be at least 1".into(),
             ));
+        }
+    }
+    Ok(())
+}
+
+fn check_backend(name: &str, backend: &Backend) -> Result<(), Problem> {
+    let key = |k: &str| format!("backends.{name}.{k}");
+    match backend.kind {
+        BackendKind::Sqlite => {
+            if backend.path.is_none() {
+                return Err((
+                    key("path"),
+                    "a sqlite backend needs a database file path".into(),
+                ));
+            }
+            if let Some(seed) = &backend.seed {
+                if !seed.is_file() {
+                    return Err((
+                        key("seed"),
+                        format!("seed file {} does not exist", seed.display()),
+                    ));
+                }
+            }
+        }
+        BackendKind::Postgres => {
+            if backend.host.is_none() {
+                return Err((key("host"), "a postgres backend needs a host".into()));
+            }
+            if backend.user.is_none() {
+                return Err((key("user"), "a postgres backend needs a user".into()));
+            }
+            if backend.password.is_some() && backend.password_env.is_some() {
+                return Err((
+                    key("password_env"),
+                    "set password or password_env, not both".into(),
+                ));
+            }
+            if let Some(var) = &backend.password_env {
+                if std::env::var_os(var).is_none() {
+                    return Err((
+                        key("password_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+            if !(backend.connect_timeout_secs.is_finite() && backend.connect_timeout_secs > 0.0) {
+                return Err((
+                    key("connect_timeout_secs"),
+                    "must be a positive number".into(),
+                ));
+            }
+            if backend.tls == BackendTls::VerifyFull {
+                match &backend.tls_ca {
+                    None => return Err((key("tls_ca"), "required for tls = verify-full".into())),
+                    Some(p) if !p.is_file() => {
+                        return Err((key("tls_ca"), format!("file {} does not exist", p.display())))
+                    }
+                    Some(_) => {}
+                }
+            }
         }
     }
     Ok(())

@@ -8,4 +8,5 @@ mod cli;
 mod harness;
 mod login;
 mod queries;
+mod relay;
 mod shutdown;

@@ -35,33 +35,20 @@ pub enum StartupPacket {
     Startup(Startup),
 }
 
-/// One complete regular message, as sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    raw: Bytes,
+pub use backends::postgres::wire::Frame;
+use backends::postgres::wire::FrameError;
+
+/// Typed views of a frame through pgwire's message types.
+pub trait Decode {
+    /// Decodes the body as the pgwire message type `M`.
+    fn decode<M: Message>(&self) -> Result<M, CodecError>;
 }
 
-impl Frame {
-    /// The message type byte.
-    pub fn tag(&self) -> u8 {
-        self.raw[0]
-    }
-
-    /// Everything after the type byte and length.
-    pub fn body(&self) -> &[u8] {
-        &self.raw[5..]
-    }
-
-    /// The exact bytes of the message, header included.
-    pub fn raw(&self) -> &Bytes {
-        &self.raw
-    }
-
-    /// Decodes the body as the pgwire message type `M`.
-    pub fn decode<M: Message>(&self) -> Result<M, CodecError> {
+impl Decode for Frame {
+    fn decode<M: Message>(&self) -> Result<M, CodecError> {
         let mut body = BytesMut::from(self.body());
         let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-        M::decode_body(&mut body, self.raw.len() - 1, &ctx)
+        M::decode_body(&mut body, self.raw().len() - 1, &ctx)
             .map_err(|e| CodecError::Malformed(self.tag() as char, e.to_string()))
     }
 }
@@ -130,24 +117,10 @@ fn cstring(buf: &mut BytesMut) -> Result<String, CodecError> {
 
 /// Splits one regular message off `buf`, or returns `None` until it is complete.
 pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, CodecError> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-    if len < 4 {
-        return Err(CodecError::BadLength(len.into()));
-    }
-    let total = len as usize + 1;
-    if total > max {
-        return Err(CodecError::TooLarge(total, max));
-    }
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
-    }
-    Ok(Some(Frame {
-        raw: buf.split_to(total).freeze(),
-    }))
+    backends::postgres::wire::split_frame(buf, max).map_err(|e| match e {
+        FrameError::BadLength(n) => CodecError::BadLength(n),
+        FrameError::TooLarge(n, max) => CodecError::TooLarge(n, max),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! PostgreSQL wire errors: the one place internal errors become ErrorResponse fields.
 //! Messages are client-safe: no host names, paths or credentials.
 
+use std::borrow::Cow;
+
 use backends::BackendError;
 use pgwire::messages::response::ErrorResponse;
 
@@ -10,22 +12,22 @@ use super::codec::CodecError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
     pub fatal: bool,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub position: Option<usize>,
 }
 
 impl PgError {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         PgError {
             fatal: false,
-            code,
+            code: code.into(),
             message: message.into(),
             position: None,
         }
     }
 
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn fatal(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         PgError {
             fatal: true,
             ..PgError::error(code, message)
@@ -60,7 +62,10 @@ impl From<&BackendError> for PgError {
     fn from(e: &BackendError) -> Self {
         match e {
             BackendError::Statement { sqlstate, message } => {
-                PgError::error(sqlstate, message.clone())
+                PgError::error(*sqlstate, message.clone())
+            }
+            BackendError::Server { sqlstate, message } => {
+                PgError::error(sqlstate.clone(), message.clone())
             }
             BackendError::Canceled => {
                 PgError::error("57014", "canceling statement due to user request")

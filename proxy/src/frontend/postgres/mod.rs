@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod encode;
 pub mod error;
+mod relay;
 pub mod session;
 pub mod startup;
 pub mod stream;
@@ -19,7 +20,9 @@ use self::session::{End, Session};
 use self::startup::{Login, Opened, StartupError};
 use self::stream::{ClientStream, PgConn};
 use crate::metrics as m;
-use crate::state::{BackendHandle, State};
+use backends::sqlite::SqliteBackend;
+
+use crate::state::{BackendHandle, CancelKey, CancelTarget, RouteEntry, State};
 
 /// Why a client connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -83,35 +86,70 @@ where
         Ok(r) => r,
         Err(e) => return refuse(conn, e).await,
     };
-    let Some(_slot) = route.enter() else {
+    let Some(_route_slot) = route.clients.enter() else {
         let msg = format!("too many connections for database \"{}\"", route.name);
         return refuse(conn, PgError::fatal("53300", msg)).await;
     };
-    let backend = match &route.backend {
-        BackendHandle::Sqlite(b) => b.connect().await,
+    let user_slot = state.users.get(&login.user).map(|u| u.connections.enter());
+    let Some(Some(_user_slot)) = user_slot else {
+        let msg = format!("too many connections for role \"{}\"", login.user);
+        return refuse(conn, PgError::fatal("53300", msg)).await;
     };
-    let backend = match backend {
+    match &route.backend {
+        BackendHandle::Sqlite(b) => serve_sqlite(conn, &login, &route, b, state, shutdown).await,
+        BackendHandle::Postgres(pool) => {
+            relay::serve(conn, &login, &route, pool, state, shutdown).await
+        }
+    }
+}
+
+async fn serve_sqlite<S>(
+    conn: &mut PgConn<ClientStream<S>>,
+    login: &Login,
+    route: &RouteEntry,
+    backend: &SqliteBackend,
+    state: &State,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let backend = match backend.connect().await {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(route = %route.name, error = %e, "backend connection failed");
             return refuse(conn, PgError::from(&e).into_fatal()).await;
         }
     };
-    let key = state.cancels.register(backend.canceller());
-    conn.send(&Authentication::Ok);
-    for (name, value) in parameter_statuses(&login) {
-        conn.send(&ParameterStatus::new(name.into(), value));
-    }
-    let secret = i32::from_be_bytes(key.secret[..4].try_into().unwrap_or_default());
-    conn.send(&BackendKeyData::new(key.pid, SecretKey::I32(secret)));
-    metrics::counter!(m::LOGINS, "protocol" => "postgres").increment(1);
+    let key = state
+        .cancels
+        .register(CancelTarget::Sqlite(backend.canceller()));
+    let params: Vec<(String, String)> = parameter_statuses(login)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    greet(conn, &params, &key);
     tracing::debug!(user = %login.user, route = %route.name, "session started");
     match Session::new(conn, backend).run(shutdown).await? {
         End::Client | End::Shutdown => Ok(()),
     }
 }
 
-async fn refuse<S>(conn: &mut PgConn<S>, err: PgError) -> Result<(), ConnError>
+/// Completes login: AuthenticationOk, the session parameters, and the cancel key.
+fn greet<S>(conn: &mut PgConn<S>, params: &[(String, String)], key: &CancelKey)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.send(&Authentication::Ok);
+    for (name, value) in params {
+        conn.send(&ParameterStatus::new(name.clone(), value.clone()));
+    }
+    let secret = i32::from_be_bytes(key.secret[..4].try_into().unwrap_or_default());
+    conn.send(&BackendKeyData::new(key.pid, SecretKey::I32(secret)));
+    metrics::counter!(m::LOGINS, "protocol" => "postgres").increment(1);
+}
+
+pub(crate) async fn refuse<S>(conn: &mut PgConn<S>, err: PgError) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -22,7 +22,7 @@ use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::Frame;
+use super::codec::{Decode, Frame};
 use super::encode::{self, OID_TEXT};
 use super::error::PgError;
 use super::stream::{PgConn, ReadError};

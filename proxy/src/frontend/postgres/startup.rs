@@ -12,7 +12,7 @@ use pgwire::messages::startup::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::codec::StartupPacket;
+use super::codec::{Decode, StartupPacket};
 use super::error::PgError;
 use super::stream::{ClientStream, PgConn, ReadError};
 use crate::auth::{fill_random, ScramExchange, ScramSecret, Verifier};

@@ -1,0 +1,164 @@
+//! A bb8 pool of server connections for one route, with a checkout that fails fast when
+//! the server cannot be reached and times out (as [`CheckoutError::Timeout`]) when every
+//! connection stays busy.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::conn::{ConnectConfig, ServerConn};
+use crate::BackendError;
+
+/// Pool sizing and connection lifetimes.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: u32,
+    pub min_idle: u32,
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    /// Most prepared statements sluice keeps on one server connection.
+    pub statement_cache: usize,
+}
+
+/// Why no server connection was handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("timed out after {0:?} waiting for a server connection")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Unavailable(BackendError),
+}
+
+/// Opens and checks connections for bb8.
+pub struct Manager {
+    cfg: ConnectConfig,
+    statement_cache: usize,
+    /// Bumped with the error text on every failed connect, so waiting checkouts fail fast.
+    failures: watch::Sender<(u64, String)>,
+    /// ParameterStatus values from the most recent successful connect.
+    params: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = ServerConn;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<ServerConn, BackendError> {
+        match ServerConn::connect(&self.cfg, self.statement_cache).await {
+            Ok(conn) => {
+                *self.params.lock().unwrap_or_else(|p| p.into_inner()) = conn.params.clone();
+                Ok(conn)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "server connection failed");
+                metrics::counter!("sluice_server_connect_failures_total").increment(1);
+                self.failures
+                    .send_modify(|(n, msg)| (*n, *msg) = (*n + 1, e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+        if conn.looks_alive() && conn.status == b'I' {
+            Ok(())
+        } else {
+            Err(BackendError::Unavailable("server connection closed".into()))
+        }
+    }
+
+    fn has_broken(&self, conn: &mut ServerConn) -> bool {
+        conn.broken
+    }
+}
+
+/// Logs pool-internal errors (those not already reported by the manager).
+#[derive(Debug, Clone, Copy)]
+struct LogSink;
+
+impl bb8::ErrorSink<BackendError> for LogSink {
+    fn sink(&self, e: BackendError) {
+        tracing::debug!(error = %e, "server connection dropped");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<BackendError>> {
+        Box::new(*self)
+    }
+}
+
+/// A checked-out server connection; returns to the pool when dropped unless broken.
+pub type PooledServer = bb8::PooledConnection<'static, Manager>;
+
+/// The server connections of one route.
+pub struct PgPool {
+    pool: bb8::Pool<Manager>,
+    failures: watch::Receiver<(u64, String)>,
+    params: Arc<Mutex<Vec<(String, String)>>>,
+    settings: PoolSettings,
+}
+
+impl PgPool {
+    /// Builds the pool without connecting; connections open on demand (and `min_idle`
+    /// in the background), so sluice starts even while the server is down.
+    pub fn new(cfg: ConnectConfig, settings: PoolSettings) -> PgPool {
+        let (tx, rx) = watch::channel((0, String::new()));
+        let params = Arc::new(Mutex::new(Vec::new()));
+        let manager = Manager {
+            cfg,
+            statement_cache: settings.statement_cache,
+            failures: tx,
+            params: params.clone(),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(settings.size)
+            .min_idle((settings.min_idle > 0).then_some(settings.min_idle))
+            .connection_timeout(settings.checkout_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .max_lifetime(settings.max_lifetime)
+            .test_on_check_out(true)
+            .retry_connection(false)
+            .error_sink(Box::new(LogSink))
+            .build_unchecked(manager);
+        PgPool {
+            pool,
+            failures: rx,
+            params,
+            settings,
+        }
+    }
+
+    /// Takes a server connection: fails at once with the connect error when opening one
+    /// fails, and with [`CheckoutError::Timeout`] after the checkout timeout.
+    pub async fn checkout(&self) -> Result<PooledServer, CheckoutError> {
+        let mut failures = self.failures.clone();
+        failures.borrow_and_update();
+        tokio::select! {
+            biased;
+            got = self.pool.get_owned() => got.map_err(|e| match e {
+                bb8::RunError::TimedOut => CheckoutError::Timeout(self.settings.checkout_timeout),
+                bb8::RunError::User(e) => CheckoutError::Unavailable(e),
+            }),
+            _ = failures.changed() => {
+                let msg = failures.borrow().1.clone();
+                Err(CheckoutError::Unavailable(BackendError::Unavailable(msg)))
+            }
+        }
+    }
+
+    /// ParameterStatus values of the server (from the latest connection opened).
+    pub fn server_params(&self) -> Vec<(String, String)> {
+        self.params.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// (open connections, idle connections).
+    pub fn state(&self) -> (u32, u32) {
+        let s = self.pool.state();
+        (s.connections, s.idle_connections)
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+}
