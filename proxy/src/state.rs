@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use backends::postgres::{BackendKey, ConnectConfig, PgPool, PoolSettings, TlsTarget};
 use backends::sqlite::{Canceller, SqliteBackend};
-use rustls_pki_types::ServerName;
 use bytes::Bytes;
+use rustls_pki_types::ServerName;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Verifier;
@@ -185,7 +185,8 @@ fn pg_connect_config(
     let host = b.host.clone().unwrap_or_default();
     let password = match &b.password_env {
         Some(var) => Some(
-            std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?,
+            std::env::var(var)
+                .map_err(|_| err(format!("environment variable {var} is not set")))?,
         ),
         None => b.password.clone(),
     };

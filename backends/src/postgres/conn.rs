@@ -200,7 +200,9 @@ impl ServerConn {
                 .await
                 .map_err(|e| unavailable(&format!("connect to {addr}"), e))?;
             let _ = tcp.set_nodelay(true);
-            let peer = tcp.peer_addr().map_err(|e| unavailable("peer address", e))?;
+            let peer = tcp
+                .peer_addr()
+                .map_err(|e| unavailable("peer address", e))?;
             let io = match &cfg.tls {
                 None => ServerStream::Plain(tcp),
                 Some(tls) => ServerStream::Tls(Box::new(upgrade(tcp, tls).await?)),
@@ -241,7 +243,10 @@ impl ServerConn {
         self.flush().await.map_err(|e| unavailable("startup", e))?;
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let frame = self.read_frame().await.map_err(|e| unavailable("startup", e))?;
+            let frame = self
+                .read_frame()
+                .await
+                .map_err(|e| unavailable("startup", e))?;
             let body = frame.body();
             match frame.tag() {
                 b'R' => self.authenticate(cfg, body, &mut scram).await?,
@@ -332,7 +337,9 @@ impl ServerConn {
             }
         };
         sent.map_err(|e| unavailable("authentication", e))?;
-        self.flush().await.map_err(|e| unavailable("authentication", e))
+        self.flush()
+            .await
+            .map_err(|e| unavailable("authentication", e))
     }
 
     /// Reads one message. Cancel-safe: a partial message stays buffered.
@@ -386,7 +393,10 @@ impl ServerConn {
 
     /// Runs sluice's own simple query on an idle connection; returns the text rows of the
     /// last result, or the server's error as a statement error.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         wire::put_query(&mut self.wbuf, sql);
         let io_err = |e: io::Error| unavailable("server connection", e);
         self.flush().await.map_err(io_err)?;

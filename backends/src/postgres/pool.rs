@@ -65,6 +65,7 @@ impl bb8::ManageConnection for Manager {
         if conn.looks_alive() && conn.status == b'I' {
             Ok(())
         } else {
+            tracing::debug!(status = conn.status, "idle server connection is not usable");
             Err(BackendError::Unavailable("server connection closed".into()))
         }
     }
@@ -149,7 +150,10 @@ impl PgPool {
 
     /// ParameterStatus values of the server (from the latest connection opened).
     pub fn server_params(&self) -> Vec<(String, String)> {
-        self.params.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// (open connections, idle connections).

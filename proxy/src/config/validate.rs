@@ -103,7 +103,10 @@ fn check_backend(name: &str, backend: &Backend) -> Result<(), Problem> {
                 match &backend.tls_ca {
                     None => return Err((key("tls_ca"), "required for tls = verify-full".into())),
                     Some(p) if !p.is_file() => {
-                        return Err((key("tls_ca"), format!("file {} does not exist", p.display())))
+                        return Err((
+                            key("tls_ca"),
+                            format!("file {} does not exist", p.display()),
+                        ))
                     }
                     Some(_) => {}
                 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use tests::clients::{connect_tls, psql, psql_interactive, psql_with_input, sqlstate};
 use tests::servers::{Postgres, PG_MD5_ROLE, PG_PASSWORD, PG_ROLE};
 use tests::sluice::{pg_route, pg_route_as, SluiceConfig, TestSluice};
 use tests::wait_for;
-use futures::TryStreamExt;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -72,10 +72,7 @@ fn direct_conninfo(pg: &Postgres, db: &str) -> String {
 struct Raw(Option<Vec<u8>>);
 
 impl<'a> FromSql<'a> for Raw {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw(Some(raw.to_vec())))
     }
 
@@ -94,11 +91,9 @@ async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         .expect("simple query")
         .into_iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).map(str::to_string))
-                    .collect(),
-            ),
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .collect()
@@ -188,7 +183,13 @@ async fn errors_and_notices_keep_every_field() {
         format!("{:?}", direct.simple_query("").await.unwrap())
     );
     let rows = text_rows(&via, "SELECT 1; SELECT 2, 3; ;").await;
-    assert_eq!(rows, vec![vec![Some("1".into())], vec![Some("2".into()), Some("3".into())]]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("1".into())],
+            vec![Some("2".into()), Some("3".into())]
+        ]
+    );
 }
 
 #[tokio::test]
@@ -204,13 +205,21 @@ async fn copy_in_and_out_round_trip_a_hundred_thousand_rows() {
         .unwrap();
     let copy_out = ["-c", "COPY big TO STDOUT"];
     let out = psql(&t.conninfo(), &copy_out).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let direct_out = psql(&t.direct_conninfo(), &copy_out).await;
     assert_eq!(out.stdout.len(), direct_out.stdout.len());
     assert!(out.stdout == direct_out.stdout, "COPY TO output differs");
     assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 100_000);
     let copied = psql_with_input(&t.conninfo(), &["-c", "COPY big2 FROM STDIN"], &out.stdout).await;
-    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
     let check = "SELECT count(*), md5(string_agg(id || v || at, ',' ORDER BY id)) FROM ";
     let direct = t.direct().await;
     assert_eq!(
@@ -240,13 +249,19 @@ async fn a_long_pg_sleep_is_cancelled_through_sluice() {
         if slow.is_finished() {
             break slow.await.unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "cancel had no effect");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cancel had no effect"
+        );
     };
     let e = result.expect_err("pg_sleep was cancelled");
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
     assert!(started.elapsed() < Duration::from_secs(20));
     // The session goes on.
-    assert_eq!(text_rows(&c, "SELECT 7").await, vec![vec![Some("7".into())]]);
+    assert_eq!(
+        text_rows(&c, "SELECT 7").await,
+        vec![vec![Some("7".into())]]
+    );
 }
 
 #[tokio::test]
@@ -269,7 +284,10 @@ async fn fifty_clients_share_a_pool_of_five_in_transaction_mode() {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(pki);
             let (mut c, conn) = tokio_postgres::connect(&conninfo, tls).await.unwrap();
             tokio::spawn(conn);
-            let read = c.prepare("SELECT n FROM counters WHERE id = $1").await.unwrap();
+            let read = c
+                .prepare("SELECT n FROM counters WHERE id = $1")
+                .await
+                .unwrap();
             for i in 0..10i32 {
                 let id = (client + i) % 10 + 1;
                 let tx = c.transaction().await.unwrap();
@@ -277,12 +295,9 @@ async fn fifty_clients_share_a_pool_of_five_in_transaction_mode() {
                     .await
                     .unwrap();
                 let seen: i32 = tx.query_one(&read, &[&id]).await.unwrap().get(0);
-                tx.execute(
-                    "INSERT INTO log VALUES ($1, $2, $3)",
-                    &[&client, &i, &seen],
-                )
-                .await
-                .unwrap();
+                tx.execute("INSERT INTO log VALUES ($1, $2, $3)", &[&client, &i, &seen])
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
                 let rows = c.simple_query("SELECT 1").await.unwrap();
                 assert_eq!(rows.len(), 3, "row description, row, command complete");
@@ -293,18 +308,32 @@ async fn fifty_clients_share_a_pool_of_five_in_transaction_mode() {
         task.await.expect("client task");
     }
     let direct = t.direct().await;
-    let sums = text_rows(&direct, "SELECT sum(n), (SELECT count(*) FROM log), \
-         (SELECT count(DISTINCT seen) FROM log) FROM counters").await;
+    let sums = text_rows(
+        &direct,
+        "SELECT sum(n), (SELECT count(*) FROM log), \
+         (SELECT count(DISTINCT seen) FROM log) FROM counters",
+    )
+    .await;
     assert_eq!(sums[0][0].as_deref(), Some("500"));
     assert_eq!(sums[0][1].as_deref(), Some("500"));
-    assert_eq!(sums[0][2].as_deref(), Some("50"), "each counter value was seen once");
+    assert_eq!(
+        sums[0][2].as_deref(),
+        Some("50"),
+        "each counter value was seen once"
+    );
     let server_conns = text_rows(
         &t.admin().await,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{PG_ROLE}' AND datname = '{}'", t.db),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{PG_ROLE}' AND datname = '{}'",
+            t.db
+        ),
     )
     .await;
     let n: i32 = server_conns[0][0].as_deref().unwrap().parse().unwrap();
-    assert!(n <= 6, "{n} server connections for a pool of 5 (plus the direct one)");
+    assert!(
+        n <= 6,
+        "{n} server connections for a pool of 5 (plus the direct one)"
+    );
 }
 
 #[tokio::test]
@@ -327,17 +356,24 @@ async fn prepared_statements_survive_a_change_of_server_connection() {
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
             .await
             .unwrap();
-        wait_for("the server process to exit", Duration::from_secs(10), || {
-            let admin = &admin;
-            async move {
-                let n = admin
-                    .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
-                    .await
-                    .unwrap()
-                    .get::<_, i64>(0);
-                (n == 0).then_some(())
-            }
-        })
+        wait_for(
+            "the server process to exit",
+            Duration::from_secs(10),
+            || {
+                let admin = &admin;
+                async move {
+                    let n = admin
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                            &[&pid],
+                        )
+                        .await
+                        .unwrap()
+                        .get::<_, i64>(0);
+                    (n == 0).then_some(())
+                }
+            },
+        )
         .await;
     }
     pids.sort();
@@ -347,8 +383,17 @@ async fn prepared_statements_survive_a_change_of_server_connection() {
     let rows = c.query("SELECT $1::text || 'x'", &[&"a"]).await.unwrap();
     assert_eq!(rows[0].get::<_, String>(0), "ax");
     drop(st);
-    let again = c.prepare("SELECT pg_backend_pid(), $1::int + 1").await.unwrap();
-    assert_eq!(c.query_one(&again, &[&41i32]).await.unwrap().get::<_, i32>(1), 42);
+    let again = c
+        .prepare("SELECT pg_backend_pid(), $1::int + 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one(&again, &[&41i32])
+            .await
+            .unwrap()
+            .get::<_, i32>(1),
+        42
+    );
 }
 
 #[tokio::test]
@@ -361,8 +406,12 @@ async fn session_commands_are_tracked_or_refused_in_transaction_mode() {
         .unwrap();
     let a = t.client().await;
     let b = t.client().await;
-    a.batch_execute("SET search_path = s1, public").await.unwrap();
-    a.batch_execute("SET application_name = 'client-a'").await.unwrap();
+    a.batch_execute("SET search_path = s1, public")
+        .await
+        .unwrap();
+    a.batch_execute("SET application_name = 'client-a'")
+        .await
+        .unwrap();
     for _ in 0..4 {
         // b runs on whichever server connection a used; a's settings never reach it.
         let shown = text_rows(&b, "SHOW search_path").await;
@@ -376,11 +425,17 @@ async fn session_commands_are_tracked_or_refused_in_transaction_mode() {
         let app = text_rows(&a, "SHOW application_name").await;
         assert_eq!(app[0][0].as_deref(), Some("client-a"));
     }
-    for refused in ["PREPARE p AS SELECT 1", "SET work_mem = '8MB'", "SELECT 1; DEALLOCATE ALL"] {
+    for refused in [
+        "PREPARE p AS SELECT 1",
+        "SET work_mem = '8MB'",
+        "SELECT 1; DEALLOCATE ALL",
+    ] {
         let e = a.simple_query(refused).await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{refused}");
     }
-    a.batch_execute("BEGIN; SET LOCAL work_mem = '8MB'; COMMIT").await.unwrap();
+    a.batch_execute("BEGIN; SET LOCAL work_mem = '8MB'; COMMIT")
+        .await
+        .unwrap();
     assert_eq!(text_rows(&a, "SELECT 5").await[0][0].as_deref(), Some("5"));
 }
 
@@ -395,9 +450,11 @@ async fn session_mode_resets_the_server_connection_between_clients() {
     .unwrap();
     assert_eq!(text_rows(&a, "EXECUTE p").await[0][0].as_deref(), Some("1"));
     drop(a);
-    let b = wait_for("a's server connection to return", Duration::from_secs(10), || async {
-        connect_tls(&t.conninfo(), &t.s.prepared.pki).await.ok()
-    })
+    let b = wait_for(
+        "a's server connection to return",
+        Duration::from_secs(10),
+        || async { connect_tls(&t.conninfo(), &t.s.prepared.pki).await.ok() },
+    )
     .await;
     let left = text_rows(
         &b,
@@ -425,7 +482,9 @@ async fn a_client_killed_inside_a_transaction_leaves_no_lock_behind() {
     let t = Setup::new("transaction", "pool_size = 2").await;
     let direct = t.direct().await;
     direct
-        .batch_execute("CREATE TABLE acct (id int PRIMARY KEY, n int); INSERT INTO acct VALUES (1, 0)")
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, n int); INSERT INTO acct VALUES (1, 0)",
+        )
         .await
         .unwrap();
     let admin = t.admin().await;
@@ -444,16 +503,27 @@ async fn a_client_killed_inside_a_transaction_leaves_no_lock_behind() {
     })
     .await;
     psql.kill().await.unwrap();
-    wait_for("the transaction to be rolled back", Duration::from_secs(10), || async {
-        (backend_sessions(&admin, &t.db, "idle in transaction%").await == 0).then_some(())
-    })
+    wait_for(
+        "the transaction to be rolled back",
+        Duration::from_secs(10),
+        || async {
+            (backend_sessions(&admin, &t.db, "idle in transaction%").await == 0).then_some(())
+        },
+    )
     .await;
-    direct.batch_execute("SET lock_timeout = '2s'").await.unwrap();
+    direct
+        .batch_execute("SET lock_timeout = '2s'")
+        .await
+        .unwrap();
     direct
         .execute("UPDATE acct SET n = n + 1 WHERE id = 1", &[])
         .await
         .expect("the row is not locked");
-    let n: i32 = direct.query_one("SELECT n FROM acct", &[]).await.unwrap().get(0);
+    let n: i32 = direct
+        .query_one("SELECT n FROM acct", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1, "the killed client's update was rolled back");
 
     // A client that vanishes mid-query: the query is cancelled, not left running.
@@ -477,13 +547,9 @@ async fn a_client_killed_inside_a_transaction_leaves_no_lock_behind() {
 
 #[tokio::test]
 async fn a_client_waiting_past_the_checkout_timeout_gets_53300() {
-    eprintln!("start");
     let t = Setup::new("transaction", "pool_size = 1\ncheckout_timeout_secs = 0.5").await;
-    eprintln!("setup");
     let a = t.client().await;
-    eprintln!("a");
     let b = t.client().await;
-    eprintln!("b");
     a.batch_execute("BEGIN").await.unwrap();
     let started = Instant::now();
     let e = b.simple_query("SELECT 1").await.unwrap_err();
@@ -515,7 +581,13 @@ async fn a_backend_that_dies_mid_query_fails_its_client_and_service_resumes() {
     let pg = Postgres::start().await;
     let db = pg.create_database("crash").await;
     let s = SluiceConfig {
-        extra: pg_route("pgapp", pg.port, &db, "transaction", "checkout_timeout_secs = 2"),
+        extra: pg_route(
+            "pgapp",
+            pg.port,
+            &db,
+            "transaction",
+            "checkout_timeout_secs = 2",
+        ),
         ..Default::default()
     }
     .start()
@@ -523,7 +595,9 @@ async fn a_backend_that_dies_mid_query_fails_its_client_and_service_resumes() {
     let conninfo = s.conninfo("alice", "pgapp", "require");
     let c = connect_tls(&conninfo, &s.prepared.pki).await.unwrap();
     let slow = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
-    let admin = tests::clients::connect_plain(&pg.conninfo(&db)).await.unwrap();
+    let admin = tests::clients::connect_plain(&pg.conninfo(&db))
+        .await
+        .unwrap();
     wait_for("the running query", Duration::from_secs(10), || async {
         (backend_sessions(&admin, &db, "active").await == 1).then_some(())
     })
@@ -571,18 +645,48 @@ async fn pgbench_runs_without_failures_in_every_protocol_mode() {
     let t = Setup::new("transaction", "pool_size = 4").await;
     let pgport = t.pg.port.to_string();
     let init = tests::clients::pgbench(
-        &["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &pgport, "-U", PG_ROLE, &t.db],
+        &[
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pgport,
+            "-U",
+            PG_ROLE,
+            &t.db,
+        ],
         PG_PASSWORD,
         "disable",
     )
     .await;
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let port = t.s.pg.port().to_string();
     for mode in ["simple", "extended", "prepared"] {
         let out = tests::clients::pgbench(
             &[
-                "-n", "-c", "8", "-j", "2", "-t", "50", "-M", mode, "-h", "127.0.0.1", "-p", &port,
-                "-U", "alice", "pgapp",
+                "-n",
+                "-c",
+                "8",
+                "-j",
+                "2",
+                "-t",
+                "50",
+                "-M",
+                mode,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "alice",
+                "pgapp",
             ],
             tests::sluice::PASSWORD,
             "require",
@@ -594,7 +698,13 @@ async fn pgbench_runs_without_failures_in_every_protocol_mode() {
             "{mode}: {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("number of transactions actually processed: 400/400"), "{mode}: {stdout}");
-        assert!(stdout.contains("number of failed transactions: 0"), "{mode}: {stdout}");
+        assert!(
+            stdout.contains("number of transactions actually processed: 400/400"),
+            "{mode}: {stdout}"
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{mode}: {stdout}"
+        );
     }
 }

@@ -76,13 +76,13 @@ impl Gucs {
             let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
             match w(0) {
                 "prepare" | "execute" | "deallocate" | "discard" | "listen" => {
-                    return Err(refused(&format!("{}", w(0).to_uppercase())));
+                    return Err(refused(&w(0).to_uppercase()));
                 }
                 "set" => self.check_set(&words[1..])?,
-                "reset" => {
-                    if w(1) == "all" || tracked(w(1)).is_some_and(|(_, reported)| !reported) {
-                        self.dirty = true;
-                    }
+                "reset"
+                    if w(1) == "all" || tracked(w(1)).is_some_and(|(_, reported)| !reported) =>
+                {
+                    self.dirty = true;
                 }
                 _ => {}
             }
@@ -194,9 +194,14 @@ mod tests {
     fn session_commands_are_refused_and_local_ones_pass() {
         let mut g = Gucs::default();
         assert!(g.check("SET LOCAL work_mem = '1MB'").is_ok());
-        assert!(g.check("set transaction isolation level serializable").is_ok());
+        assert!(g
+            .check("set transaction isolation level serializable")
+            .is_ok());
         assert_eq!(g.check("SET work_mem = '1MB'").unwrap_err().code, "0A000");
-        assert_eq!(g.check("select 1; PREPARE p AS select 1").unwrap_err().code, "0A000");
+        assert_eq!(
+            g.check("select 1; PREPARE p AS select 1").unwrap_err().code,
+            "0A000"
+        );
         assert!(g.check("DEALLOCATE ALL").is_err());
         assert!(!g.dirty);
     }

@@ -250,6 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
 
     async fn on_client(&mut self, frame: Frame) -> Result<bool, ConnError> {
         let tag = frame.tag();
+        tracing::trace!(tag = %(tag as char), expect = ?self.expect, "client message");
         if self.skipping {
             if tag == b'S' {
                 self.skipping = false;
@@ -307,6 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             Ok(s) => s,
             Err(CheckoutError::Timeout(d)) => {
                 metrics::counter!(m::POOL_CHECKOUT_TIMEOUTS).increment(1);
+                tracing::warn!(state = ?self.pool.state(), "checkout timed out");
                 let msg = format!(
                     "no server connection became free within {:.1}s; the route's pool is \
                      exhausted",
@@ -435,30 +437,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             return self.fail_request(PgError::protocol("malformed Parse message"), false);
         };
         if !self.transaction_mode {
-            return self.forward(frame, Expect::Parse { swallow: false, name: None }, false).await;
+            return self
+                .forward(
+                    frame,
+                    Expect::Parse {
+                        swallow: false,
+                        name: None,
+                    },
+                    false,
+                )
+                .await;
         }
         let sql = cstr(rest).map(|(s, _)| s).unwrap_or_default();
         if let Err(e) = self.gucs.check(&String::from_utf8_lossy(sql)) {
             return self.fail_request(e, false);
         }
         let def = StatementDef::new(rest);
+        if self.server.is_none() {
+            // Outside a transaction no server connection is needed yet: the statement is
+            // created on whichever connection first runs it. (A client that prepares
+            // synchronously while its other sessions hold the pool would otherwise wait
+            // on itself.) Errors in the statement surface when it is first used.
+            if name.is_empty() {
+                self.statements.unnamed = Some(def);
+            } else if !self.define(name, def) {
+                return;
+            }
+            self.inject(simple_message(b'1', &[]));
+            return;
+        }
         if name.is_empty() {
             self.statements.unnamed = Some(def.clone());
-            self.forward(frame, Expect::Parse { swallow: false, name: None }, false).await;
+            self.forward(
+                frame,
+                Expect::Parse {
+                    swallow: false,
+                    name: None,
+                },
+                false,
+            )
+            .await;
             if let Some(s) = self.server.as_deref_mut() {
                 s.unnamed = Some(def.digest);
             }
             return;
         }
-        if self.statements.named.contains_key(name) {
-            let msg = format!(
-                "prepared statement \"{}\" already exists",
-                String::from_utf8_lossy(name)
-            );
-            return self.fail_request(PgError::error("42P05", msg), false);
-        }
-        self.statements.named.insert(name.to_vec(), def.clone());
-        if !self.ensure_server(false).await {
+        if !self.define(name, def.clone()) {
             return;
         }
         self.in_pipeline = true;
@@ -467,6 +491,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         } else {
             self.prepare_on_server(&def, false);
         }
+    }
+
+    /// Records a client statement; answers 42P05 when the name is taken.
+    fn define(&mut self, name: &[u8], def: Arc<StatementDef>) -> bool {
+        if self.statements.named.contains_key(name) {
+            let msg = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            self.fail_request(PgError::error("42P05", msg), false);
+            return false;
+        }
+        self.statements.named.insert(name.to_vec(), def);
+        true
     }
 
     /// Sends a Parse creating `def` under its server name (closing an evicted statement
@@ -599,7 +637,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 return;
             }
         }
-        self.forward(frame, Expect::Close { swallow: false }, false).await;
+        self.forward(frame, Expect::Close { swallow: false }, false)
+            .await;
         if kind == b'S' && name.is_empty() {
             if let Some(s) = self.server.as_deref_mut() {
                 s.unnamed = None;
@@ -631,6 +670,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     }
 
     fn on_server(&mut self, frame: Frame) {
+        tracing::trace!(tag = %(frame.tag() as char), expect = ?self.expect, "server message");
         self.pump_injects();
         let forward = match frame.tag() {
             b'1' => match self.expect.pop_front() {

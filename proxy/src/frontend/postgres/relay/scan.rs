@@ -26,7 +26,10 @@ pub fn leading_words(sql: &str, n: usize) -> Vec<Vec<String>> {
                 continue;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1);
+                i = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p + 1);
                 continue;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
@@ -81,7 +84,10 @@ fn token(b: &[u8], i: usize) -> (Option<String>, usize) {
     if c == b'"' {
         let end = skip_quoted(b, i, b'"', false);
         let inner = &b[i + 1..end.saturating_sub(1).max(i + 1)];
-        return (Some(String::from_utf8_lossy(inner).replace("\"\"", "\"")), end);
+        return (
+            Some(String::from_utf8_lossy(inner).replace("\"\"", "\"")),
+            end,
+        );
     }
     if c == b'$' {
         if let Some(end) = dollar_quote_end(b, i) {
@@ -89,7 +95,10 @@ fn token(b: &[u8], i: usize) -> (Option<String>, usize) {
         }
     }
     if word_char(c) {
-        let end = b[i..].iter().position(|&c| !word_char(c)).map_or(b.len(), |p| i + p);
+        let end = b[i..]
+            .iter()
+            .position(|&c| !word_char(c))
+            .map_or(b.len(), |p| i + p);
         let w = String::from_utf8_lossy(&b[i..end]).to_ascii_lowercase();
         // E'...' strings: the E is not a word.
         if (w == "e" || w == "x" || w == "b" || w == "u&") && b.get(end) == Some(&b'\'') {
