@@ -503,7 +503,13 @@ mod tests {
         let err = |sql: &str| {
             let sql = sql.to_string();
             let s = &s;
-            async move { s.execute(sql, vec![]).await.unwrap_err().sqlstate().to_string() }
+            async move {
+                s.execute(sql, vec![])
+                    .await
+                    .unwrap_err()
+                    .sqlstate()
+                    .to_string()
+            }
         };
         assert_eq!(err("SELECT * FROM missing").await, "42P01");
         assert_eq!(err("SELEC 1").await, "42601");
