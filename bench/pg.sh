@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# bench/pg.sh — pgbench against PostgreSQL directly, through PgBouncer and through sluice.
+#
+# How to run:   bash bench/pg.sh
+# Knobs (env):  DURATION=10 (seconds per run)  ROUNDS=3  CLIENTS="8 32"  POOL=16
+#               MODES="simple extended prepared"  SCRIPTS="select tpcb"  SCALE=10
+#
+# Starts its own PostgreSQL (temp dir, free port), PgBouncer (Debian package, transaction
+# mode) and sluice (release build, transaction mode), both with a server pool of $POOL,
+# clients logging in with SCRAM-SHA-256 over plaintext TCP to all three. Each round runs
+# every (script, mode, clients) case against the three targets back to back, in an order
+# that rotates per round, so machine noise hits all of them alike. Prints the median TPS
+# per target and the ratios sluice/PgBouncer and sluice/direct.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+CLIENTS="${CLIENTS:-8 32}"
+POOL="${POOL:-16}"
+MODES="${MODES:-simple extended prepared}"
+SCRIPTS="${SCRIPTS:-select tpcb}"
+SCALE="${SCALE:-10}"
+PASSWORD="bench-pw"
+
+need() {
+    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "$2" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get install -y -q "$3" >/dev/null
+        else
+            echo "bench/pg.sh: $1 is missing; install the Debian package $3" >&2
+            exit 1
+        fi
+    fi
+}
+need pgbench /usr/bin/pgbench postgresql-client
+need pgbouncer /usr/sbin/pgbouncer pgbouncer
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+PGBOUNCER="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -n "${PGPID:-}" ] && kill -QUIT "$PGPID" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+
+echo "== building sluice (release)"
+(cd "$ROOT" && cargo build --release --locked -q -p proxy --bin sluice)
+SLUICE="$ROOT/target/release/sluice"
+
+echo "== starting PostgreSQL"
+PGPORT="$(free_port)"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --no-sync --locale=C >/dev/null
+as_pg "$PGBIN/postgres" -D "$WORK/pg" -p "$PGPORT" -k "$WORK" -c listen_addresses=127.0.0.1 \
+    -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off \
+    >"$WORK/pg.log" 2>&1 &
+PGPID=$!
+wait_port "$PGPORT"
+sleep 0.5
+psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" \
+    -c "CREATE DATABASE bench OWNER bench" >/dev/null
+echo "== pgbench -i -s $SCALE"
+PGPASSWORD="$PASSWORD" pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U bench bench 2>&1 | tail -1
+
+echo "== starting PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}') and sluice (pool $POOL, transaction mode)"
+BOUNCER_PORT="$(free_port)"
+VERIFIER="$(printf '%s\n' "$PASSWORD" | "$SLUICE" passwd | tail -1)"
+echo "\"bench\" \"$VERIFIER\"" >"$WORK/userlist.txt"
+cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench user=bench password=$PASSWORD
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = 500
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+EOF
+[ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
+as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+PIDS+=($!)
+SLUICE_PORT="$(free_port)"
+cat >"$WORK/sluice.toml" <<EOF
+[listeners]
+postgres = "127.0.0.1:$SLUICE_PORT"
+[users.bench]
+password = "$VERIFIER"
+[backends.pg]
+kind = "postgres"
+host = "127.0.0.1"
+port = $PGPORT
+user = "bench"
+password = "$PASSWORD"
+[routes.bench]
+backend = "pg"
+pool_mode = "transaction"
+pool_size = $POOL
+max_clients = 500
+EOF
+"$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
+PIDS+=($!)
+wait_port "$BOUNCER_PORT"
+wait_port "$SLUICE_PORT"
+
+declare -A PORT=([direct]="$PGPORT" [pgbouncer]="$BOUNCER_PORT" [sluice]="$SLUICE_PORT")
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+run_one() { # target script mode clients
+    local flags=() out tps
+    [ "$2" = select ] && flags+=(-S)
+    out="$(PGPASSWORD="$PASSWORD" pgbench -n "${flags[@]}" -M "$3" -c "$4" -j 2 -T "$DURATION" \
+        -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
+    tps="$(echo "$out" | awk '/^tps = /{print $3}')"
+    if ! echo "$out" | grep -q "number of failed transactions: 0 " || [ -z "$tps" ]; then
+        echo "   $1 $2 $3 c=$4: FAILED: $(echo "$out" | grep -m1 -i error || true)" >&2
+        tps="fail"
+    fi
+    echo "$2 $3 $4 $1 $tps" >>"$RESULTS"
+    printf '   %-9s %-6s %-8s c=%-3s %s\n' "$1" "$2" "$3" "$4" "$tps"
+}
+
+ORDERS=("direct pgbouncer sluice" "pgbouncer sluice direct" "sluice direct pgbouncer")
+for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round/$ROUNDS"
+    order="${ORDERS[$(((round - 1) % 3))]}"
+    for script in $SCRIPTS; do
+        for mode in $MODES; do
+            for clients in $CLIENTS; do
+                for target in $order; do run_one "$target" "$script" "$mode" "$clients"; done
+            done
+        done
+    done
+done
+
+echo
+echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, scale $SCALE, $(nproc) cores)"
+python3 - "$RESULTS" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for line in open(sys.argv[1]):
+    script, mode, clients, target, tps = line.split()
+    runs[(script, mode, int(clients), target)].append(tps)
+def median(vals):
+    ok = [float(v) for v in vals if v != "fail"]
+    return statistics.median(ok) if len(ok) == len(vals) and ok else None
+fmt = lambda v: f"{v:10.0f}" if v is not None else "      fail"
+ratio = lambda a, b: f"{a / b:6.2f}" if a is not None and b else "   n/a"
+print(f"{'script':7} {'mode':9} {'clients':>7} {'direct':>10} {'pgbouncer':>10} {'sluice':>10} {'s/pgb':>6} {'s/dir':>6}")
+for key in sorted({k[:3] for k in runs}):
+    d, b, s = (median(runs[key + (t,)]) for t in ("direct", "pgbouncer", "sluice"))
+    print(f"{key[0]:7} {key[1]:9} {key[2]:7d} {fmt(d)} {fmt(b)} {fmt(s)} {ratio(s, b)} {ratio(s, d)}")
+EOF
