@@ -8,5 +8,6 @@ pub mod error;
 pub mod postgres;
 pub mod result;
 pub mod sqlite;
+pub mod stream;
 
 pub use error::BackendError;

@@ -17,3 +17,26 @@ pub fn record(protocol: &'static str, ok: bool, started: Instant) {
     metrics::histogram!(m::QUERY_DURATION, "protocol" => protocol)
         .record(started.elapsed().as_secs_f64());
 }
+
+/// The request metrics of one session, looked up once instead of per request.
+pub struct Recorder {
+    ok: metrics::Counter,
+    error: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl Recorder {
+    pub fn new(protocol: &'static str) -> Recorder {
+        Recorder {
+            ok: metrics::counter!(m::QUERIES, "protocol" => protocol, "outcome" => "ok"),
+            error: metrics::counter!(m::QUERIES, "protocol" => protocol, "outcome" => "error"),
+            duration: metrics::histogram!(m::QUERY_DURATION, "protocol" => protocol),
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, ok: bool, started: Instant) {
+        if ok { &self.ok } else { &self.error }.increment(1);
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
+}

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -13,11 +12,12 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::cancel::BackendKey;
 use super::wire::{self, Frame};
+use crate::stream::MaybeTls;
 use crate::BackendError;
 
 /// Largest message accepted from a server (PostgreSQL's own limit is 1 GiB).
@@ -42,57 +42,12 @@ pub struct ConnectConfig {
     pub tls: Option<TlsTarget>,
 }
 
-enum ServerStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+type ServerStream = MaybeTls<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
-impl ServerStream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for ServerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+fn tcp(stream: &ServerStream) -> &TcpStream {
+    match stream {
+        MaybeTls::Plain(s) => s,
+        MaybeTls::Tls(s) => s.get_ref().0,
     }
 }
 
@@ -204,8 +159,8 @@ impl ServerConn {
                 .peer_addr()
                 .map_err(|e| unavailable("peer address", e))?;
             let io = match &cfg.tls {
-                None => ServerStream::Plain(tcp),
-                Some(tls) => ServerStream::Tls(Box::new(upgrade(tcp, tls).await?)),
+                None => MaybeTls::Plain(tcp),
+                Some(tls) => MaybeTls::Tls(Box::new(upgrade(tcp, tls).await?)),
             };
             let mut conn = ServerConn {
                 io,
@@ -446,7 +401,7 @@ impl ServerConn {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
-        matches!(self.io.tcp().poll_peek(&mut cx, &mut buf), Poll::Pending)
+        matches!(tcp(&self.io).poll_peek(&mut cx, &mut buf), Poll::Pending)
     }
 
     /// Sends Terminate and closes, ignoring errors.

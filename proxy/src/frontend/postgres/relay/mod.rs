@@ -79,6 +79,8 @@ struct Relay<'a, S> {
     gucs: Gucs,
     /// When the request now running started, and whether it failed (for metrics).
     request: Option<(Instant, bool)>,
+    recorder: pipeline::Recorder,
+    checkout_wait: metrics::Histogram,
 }
 
 /// Serves a logged-in client on a PostgreSQL route until it leaves.
@@ -114,6 +116,8 @@ where
         statements: ClientStatements::default(),
         gucs,
         request: None,
+        recorder: pipeline::Recorder::new("postgres"),
+        checkout_wait: metrics::histogram!(m::POOL_CHECKOUT_WAIT),
     };
     // Session mode takes its server connection now. Transaction mode needs one only to
     // learn the server's parameters the first time (which also proves the backend is
@@ -151,6 +155,12 @@ async fn next_server_frame(server: Option<&mut ServerConn>) -> std::io::Result<F
         Some(s) => s.read_frame().await,
         None => std::future::pending().await,
     }
+}
+
+/// The kind byte (`S` statement, `P` portal) and name of a Describe or Close body.
+fn kind_and_name(body: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (&kind, rest) = body.split_first()?;
+    cstr(rest).map(|(name, _)| (kind, name.to_vec()))
 }
 
 fn simple_message(tag: u8, body: &[u8]) -> Bytes {
@@ -324,7 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 ));
             }
         };
-        metrics::histogram!(m::POOL_CHECKOUT_WAIT).record(started.elapsed().as_secs_f64());
+        self.checkout_wait.record(started.elapsed().as_secs_f64());
         if let Some(sql) = gucs::sync_statement(&server.session, &self.gucs.values) {
             match server.simple_query(&sql).await {
                 Ok(_) => server.session = self.gucs.values.clone(),
@@ -595,10 +605,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
 
     async fn describe(&mut self, frame: Frame) {
         self.start_request();
-        let body = frame.body();
-        let (kind, name) = match (body.first(), cstr(body.get(1..).unwrap_or_default())) {
-            (Some(&k), Some((name, _))) => (k, name.to_vec()),
-            _ => return self.fail_request(PgError::protocol("malformed Describe message"), false),
+        let Some((kind, name)) = kind_and_name(frame.body()) else {
+            return self.fail_request(PgError::protocol("malformed Describe message"), false);
         };
         if !self.ensure_server(false).await {
             return;
@@ -621,10 +629,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
 
     async fn close(&mut self, frame: Frame) {
         self.start_request();
-        let body = frame.body();
-        let (kind, name) = match (body.first(), cstr(body.get(1..).unwrap_or_default())) {
-            (Some(&k), Some((name, _))) => (k, name.to_vec()),
-            _ => return self.fail_request(PgError::protocol("malformed Close message"), false),
+        let Some((kind, name)) = kind_and_name(frame.body()) else {
+            return self.fail_request(PgError::protocol("malformed Close message"), false);
         };
         if self.transaction_mode && kind == b'S' {
             if name.is_empty() {
@@ -665,7 +671,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
 
     fn finish_request(&mut self) {
         if let Some((started, failed)) = self.request.take() {
-            pipeline::record("postgres", !failed, started);
+            self.recorder.record(!failed, started);
         }
     }
 
