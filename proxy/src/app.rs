@@ -59,6 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             move |stream, _peer| crate::frontend::postgres::handle(stream, st.clone(), sd.clone()),
         )));
     }
+    tokio::spawn(sample_pools(state.clone(), shutdown.clone()));
     let mut admin_addr = None;
     if let Some(admin) = &state.config.admin {
         let listener = bind(admin.listen, "admin").await?;
@@ -110,4 +111,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     running.wait().await;
     Ok(())
+}
+
+/// Publishes each PostgreSQL route's pool state (open and idle server connections) as
+/// gauges, once a second, until shutdown.
+async fn sample_pools(state: Arc<State>, shutdown: CancellationToken) {
+    let pools: Vec<_> = state
+        .routes
+        .values()
+        .filter_map(|r| match &r.backend {
+            crate::state::BackendHandle::Postgres(pool) => Some((r.name.clone(), pool.clone())),
+            crate::state::BackendHandle::Sqlite(_) => None,
+        })
+        .collect();
+    if pools.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for (route, pool) in &pools {
+            let (open, idle) = pool.state();
+            let gauge = |state: &'static str| metrics::gauge!(crate::metrics::POOL_CONNECTIONS, "route" => route.clone(), "state" => state);
+            gauge("open").set(f64::from(open));
+            gauge("idle").set(f64::from(idle));
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub const QUERIES: &str = "sluice_queries_total";
 pub const QUERY_DURATION: &str = "sluice_query_duration_seconds";
 pub const QUERIES_IN_FLIGHT: &str = "sluice_queries_in_flight";
 pub const CANCEL_REQUESTS: &str = "sluice_cancel_requests_total";
+pub const POOL_CONNECTIONS: &str = "sluice_pool_connections";
 pub const POOL_CHECKOUT_WAIT: &str = "sluice_pool_checkout_wait_seconds";
 pub const POOL_CHECKOUT_TIMEOUTS: &str = "sluice_pool_checkout_timeouts_total";
 pub const SERVER_CONNECT_FAILURES: &str = "sluice_server_connect_failures_total";
@@ -56,6 +57,10 @@ fn describe() {
     );
     describe_gauge!(QUERIES_IN_FLIGHT, "Client requests being answered now.");
     describe_counter!(CANCEL_REQUESTS, "Cancel requests received, by result.");
+    describe_gauge!(
+        POOL_CONNECTIONS,
+        "Server connections of a route's pool, by state (open, idle)."
+    );
     describe_histogram!(
         POOL_CHECKOUT_WAIT,
         Unit::Seconds,
