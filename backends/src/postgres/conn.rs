@@ -107,14 +107,6 @@ impl StatementCache {
     pub fn clear(&mut self) {
         self.names.clear();
     }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
 }
 
 /// An authenticated server connection.
@@ -331,11 +323,6 @@ impl ServerConn {
         self.wbuf.extend_from_slice(raw);
     }
 
-    /// True when bytes are queued for the server.
-    pub fn has_queued(&self) -> bool {
-        !self.wbuf.is_empty()
-    }
-
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
@@ -472,7 +459,6 @@ mod tests {
         assert!(cache.touch("a"));
         assert_eq!(cache.insert("c".into()).as_deref(), Some("b"));
         assert!(cache.touch("a") && cache.touch("c") && !cache.touch("b"));
-        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -156,13 +156,18 @@ impl PgPool {
             .clone()
     }
 
+    /// True once a connection has been opened (so [`PgPool::server_params`] is known).
+    pub fn knows_server(&self) -> bool {
+        !self
+            .params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// (open connections, idle connections).
     pub fn state(&self) -> (u32, u32) {
         let s = self.pool.state();
         (s.connections, s.idle_connections)
-    }
-
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
     }
 }

@@ -10,12 +10,6 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Wraps bytes that hold exactly one message, header included.
-    pub fn from_raw(raw: Bytes) -> Frame {
-        debug_assert!(raw.len() >= 5);
-        Frame { raw }
-    }
-
     /// The message type byte.
     pub fn tag(&self) -> u8 {
         self.raw[0]
@@ -85,43 +79,17 @@ pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&buf[..end], &buf[end + 1..]))
 }
 
-/// The fields of an ErrorResponse or NoticeResponse body, by field code.
-pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
-    let mut fields = Vec::new();
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        let Some((value, tail)) = cstr(tail) else {
-            break;
-        };
-        fields.push((code, String::from_utf8_lossy(value).into_owned()));
-        rest = tail;
-    }
-    fields
-}
-
 /// One field of an ErrorResponse body (`b'C'` SQLSTATE, `b'M'` message, `b'S'` severity).
 pub fn error_field(body: &[u8], code: u8) -> Option<String> {
-    error_fields(body)
-        .into_iter()
-        .find_map(|(c, v)| (c == code).then_some(v))
-}
-
-/// Appends an ErrorResponse with severity, SQLSTATE and message.
-pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
-    put_message(out, b'E', |b| {
-        b.put_u8(b'S');
-        put_cstr(b, severity.as_bytes());
-        b.put_u8(b'V');
-        put_cstr(b, severity.as_bytes());
-        b.put_u8(b'C');
-        put_cstr(b, code.as_bytes());
-        b.put_u8(b'M');
-        put_cstr(b, message.as_bytes());
-        b.put_u8(0);
-    });
+    let mut rest = body;
+    while let Some((&c, tail)) = rest.split_first() {
+        let (value, tail) = cstr(tail).filter(|_| c != 0)?;
+        if c == code {
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+        rest = tail;
+    }
+    None
 }
 
 /// Appends a simple Query message.
@@ -161,7 +129,13 @@ mod tests {
     #[test]
     fn error_responses_round_trip_their_fields() {
         let mut out = BytesMut::new();
-        put_error(&mut out, "ERROR", "42P01", "no such table");
+        put_message(&mut out, b'E', |b| {
+            for (code, value) in [(b'S', "ERROR"), (b'C', "42P01"), (b'M', "no such table")] {
+                b.put_u8(code);
+                put_cstr(b, value.as_bytes());
+            }
+            b.put_u8(0);
+        });
         let frame = split_frame(&mut out, 1024).unwrap().unwrap();
         assert_eq!(error_field(frame.body(), b'C').as_deref(), Some("42P01"));
         assert_eq!(

@@ -34,6 +34,12 @@ impl PgError {
         }
     }
 
+    /// The same error, ending the connection.
+    pub fn into_fatal(mut self) -> Self {
+        self.fatal = true;
+        self
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         PgError::error("XX000", message)
     }

@@ -178,11 +178,3 @@ fn parameter_statuses(login: &Login) -> Vec<(&'static str, String)> {
         ("application_name", app),
     ]
 }
-
-impl PgError {
-    /// The same error, ending the connection.
-    fn into_fatal(mut self) -> Self {
-        self.fatal = true;
-        self
-    }
-}

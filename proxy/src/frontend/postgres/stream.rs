@@ -53,10 +53,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
         self.io
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
     async fn fill(&mut self) -> Result<(), ReadError> {
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(8 * 1024);

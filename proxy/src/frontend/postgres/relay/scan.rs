@@ -39,11 +39,9 @@ pub fn leading_words(sql: &str, n: usize) -> Vec<Vec<String>> {
             _ => {}
         }
         started = true;
-        let (word, next) = token(b, i);
-        if current.len() < n {
-            if let Some(w) = word {
-                current.push(w);
-            }
+        let (word, next) = token(b, i, current.len() < n);
+        if let Some(w) = word {
+            current.push(w);
         }
         i = next.max(i + 1);
     }
@@ -73,8 +71,8 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Reads one token at `i`: returns its word form (for identifiers, keywords and symbols)
-/// and the index after it.
-fn token(b: &[u8], i: usize) -> (Option<String>, usize) {
+/// when `keep` asks for it, and the index after it.
+fn token(b: &[u8], i: usize, keep: bool) -> (Option<String>, usize) {
     let c = b[i];
     let word_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     if c == b'\'' {
@@ -84,10 +82,8 @@ fn token(b: &[u8], i: usize) -> (Option<String>, usize) {
     if c == b'"' {
         let end = skip_quoted(b, i, b'"', false);
         let inner = &b[i + 1..end.saturating_sub(1).max(i + 1)];
-        return (
-            Some(String::from_utf8_lossy(inner).replace("\"\"", "\"")),
-            end,
-        );
+        let word = keep.then(|| String::from_utf8_lossy(inner).replace("\"\"", "\""));
+        return (word, end);
     }
     if c == b'$' {
         if let Some(end) = dollar_quote_end(b, i) {
@@ -99,14 +95,17 @@ fn token(b: &[u8], i: usize) -> (Option<String>, usize) {
             .iter()
             .position(|&c| !word_char(c))
             .map_or(b.len(), |p| i + p);
-        let w = String::from_utf8_lossy(&b[i..end]).to_ascii_lowercase();
-        // E'...' strings: the E is not a word.
-        if (w == "e" || w == "x" || w == "b" || w == "u&") && b.get(end) == Some(&b'\'') {
+        // E'...', X'...' and B'...' strings: the prefix is not a word.
+        let prefix = end - i == 1 && matches!(c | 0x20, b'e' | b'x' | b'b');
+        if !keep || (prefix && b.get(end) == Some(&b'\'')) {
             return (None, end);
         }
-        return (Some(w), end);
+        return (
+            Some(String::from_utf8_lossy(&b[i..end]).to_ascii_lowercase()),
+            end,
+        );
     }
-    (Some((c as char).to_string()), i + 1)
+    (keep.then(|| (c as char).to_string()), i + 1)
 }
 
 fn skip_quoted(b: &[u8], start: usize, quote: u8, escapes: bool) -> usize {

@@ -23,15 +23,21 @@ pub struct StatementDef {
 }
 
 impl StatementDef {
-    pub fn new(body: &[u8]) -> Arc<StatementDef> {
-        let d = digest::digest(&digest::SHA256, body);
+    pub fn new(body: Bytes) -> Arc<StatementDef> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let d = digest::digest(&digest::SHA256, &body);
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&d.as_ref()[..16]);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let mut name = String::with_capacity(7 + 32);
+        name.push_str("sluice_");
+        for b in digest {
+            name.push(HEX[usize::from(b >> 4)] as char);
+            name.push(HEX[usize::from(b & 15)] as char);
+        }
         Arc::new(StatementDef {
-            body: Bytes::copy_from_slice(body),
+            body,
             digest,
-            server_name: format!("sluice_{hex}").into(),
+            server_name: name.into(),
         })
     }
 
@@ -51,16 +57,15 @@ pub struct ClientStatements {
     pub unnamed: Option<Arc<StatementDef>>,
 }
 
-/// Rewrites a Bind or Describe body so it names `server_name` instead of the client's
-/// statement: `prefix` is what precedes the name (the portal name, or the 'S' byte).
-pub fn renamed(tag: u8, prefix: &[u8], server_name: &str, rest: &[u8]) -> BytesMut {
-    let mut out = BytesMut::with_capacity(prefix.len() + server_name.len() + rest.len() + 8);
-    put_message(&mut out, tag, |b| {
+/// Appends a Bind or Describe that names `server_name` instead of the client's
+/// statement: `prefix` is what precedes the name (the portal name, or the 'S' byte) and
+/// `rest` what follows it.
+pub fn put_renamed(out: &mut BytesMut, tag: u8, prefix: &[u8], server_name: &str, rest: &[u8]) {
+    put_message(out, tag, |b| {
         b.put_slice(prefix);
         put_cstr(b, server_name.as_bytes());
         b.put_slice(rest);
     });
-    out
 }
 
 #[cfg(test)]
@@ -69,9 +74,9 @@ mod tests {
 
     #[test]
     fn identical_statements_share_a_server_name() {
-        let a = StatementDef::new(b"select $1\0\0\x01\0\0\0\x17");
-        let b = StatementDef::new(b"select $1\0\0\x01\0\0\0\x17");
-        let c = StatementDef::new(b"select $1\0\0\x01\0\0\0\x19");
+        let a = StatementDef::new(Bytes::from_static(b"select $1\0\0\x01\0\0\0\x17"));
+        let b = StatementDef::new(Bytes::from_static(b"select $1\0\0\x01\0\0\0\x17"));
+        let c = StatementDef::new(Bytes::from_static(b"select $1\0\0\x01\0\0\0\x19"));
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert_eq!(a.server_name.len(), "sluice_".len() + 32);
@@ -79,7 +84,8 @@ mod tests {
 
     #[test]
     fn a_bind_is_renamed_with_its_tail_kept() {
-        let out = renamed(b'B', b"portal\0", "sluice_x", b"\0\0\0\0\0\0");
+        let mut out = BytesMut::new();
+        put_renamed(&mut out, b'B', b"portal\0", "sluice_x", b"\0\0\0\0\0\0");
         assert_eq!(&out[..1], b"B");
         assert_eq!(&out[5..], b"portal\0sluice_x\0\0\0\0\0\0\0");
         let len = i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
