@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod harness;
 mod login;
+mod pooling;
 mod queries;
 mod relay;
 mod shutdown;
