@@ -83,6 +83,8 @@ pub struct Postgres {
     bindir: PathBuf,
     data: PathBuf,
     root: bool,
+    /// Extra `-c` settings (TLS).
+    settings: Vec<String>,
     child: std::sync::Mutex<Option<Child>>,
     dir: tempfile::TempDir,
 }
@@ -104,6 +106,16 @@ impl Postgres {
     }
 
     pub async fn start() -> Postgres {
+        Postgres::start_with(None).await
+    }
+
+    /// A server that accepts [`PG_ROLE`] and [`PG_MD5_ROLE`] only over TLS, with the
+    /// certificate of `pki` (valid for `localhost` and `127.0.0.1`).
+    pub async fn start_tls(pki: &crate::certs::TestPki) -> Postgres {
+        Postgres::start_with(Some(pki)).await
+    }
+
+    async fn start_with(pki: Option<&crate::certs::TestPki>) -> Postgres {
         let root = is_root();
         let bindir = pg_bindir();
         let dir = tempfile::Builder::new()
@@ -141,18 +153,41 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let hba = format!(
+        let mut hba = String::from(
             "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all {PG_MD5_ROLE} 127.0.0.1/32 md5\n\
-             host all all 127.0.0.1/32 scram-sha-256\n"
+             host all postgres 127.0.0.1/32 trust\n",
         );
+        let mut settings = Vec::new();
+        if let Some(pki) = pki {
+            // The key must belong to the server's user and be private to it.
+            for (from, to) in [
+                (&pki.server_cert, "server.crt"),
+                (&pki.server_key, "server.key"),
+            ] {
+                let dest = data.join(to);
+                std::fs::copy(from, &dest).expect("copy TLS file into the data dir");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod TLS file");
+                if root {
+                    let ok = Command::new("chown").arg("postgres:").arg(&dest).status();
+                    assert!(ok.map(|s| s.success()).unwrap_or(false), "chown TLS file");
+                }
+            }
+            settings.push("ssl=on".to_string());
+            hba.push_str("hostnossl all all 127.0.0.1/32 reject\n");
+        }
+        hba.push_str(&format!(
+            "host all {PG_MD5_ROLE} 127.0.0.1/32 md5\n\
+             host all all 127.0.0.1/32 scram-sha-256\n"
+        ));
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let pg = Postgres {
             port: free_port(),
             bindir,
             data,
             root,
+            settings,
             child: std::sync::Mutex::new(None),
             dir,
         };
@@ -188,6 +223,7 @@ impl Postgres {
                 "-c",
                 "max_connections=300",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

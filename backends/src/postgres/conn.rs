@@ -145,7 +145,7 @@ impl ServerConn {
         let open = async {
             let tcp = TcpStream::connect(&addr)
                 .await
-                .map_err(|e| unavailable(&format!("connect to {addr}"), e))?;
+                .map_err(|e| unavailable("connect", e))?;
             let _ = tcp.set_nodelay(true);
             let peer = tcp
                 .peer_addr()
@@ -177,7 +177,7 @@ impl ServerConn {
         match tokio::time::timeout(cfg.connect_timeout, open).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Unavailable(format!(
-                "connect to {addr}: timed out after {:?}",
+                "connect: timed out after {:?}",
                 cfg.connect_timeout
             ))),
         }

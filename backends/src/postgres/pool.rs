@@ -52,7 +52,12 @@ impl bb8::ManageConnection for Manager {
                 Ok(conn)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "server connection failed");
+                tracing::warn!(
+                    host = %self.cfg.host,
+                    port = self.cfg.port,
+                    error = %e,
+                    "server connection failed"
+                );
                 metrics::counter!("sluice_server_connect_failures_total").increment(1);
                 self.failures
                     .send_modify(|(n, msg)| (*n, *msg) = (*n + 1, e.to_string()));

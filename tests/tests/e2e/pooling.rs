@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use tests::certs::TestPki;
 use tests::clients::{connect_tls, psql_interactive, sqlstate};
 use tests::servers::{Postgres, PG_MD5_ROLE, PG_PASSWORD, PG_ROLE};
 use tests::sluice::{pg_route, pg_route_as, SluiceConfig};
@@ -455,4 +456,82 @@ async fn pgbench_runs_without_failures_in_every_protocol_mode() {
             "{mode}: {stdout}"
         );
     }
+}
+
+#[tokio::test]
+async fn backend_tls_verifies_the_server_certificate_and_name() {
+    let pki = TestPki::generate();
+    let pg = Postgres::start_tls(&pki).await;
+    let db = pg.create_database("tls").await;
+    let stranger = TestPki::generate();
+    let route = |name: &str, tls: &str| {
+        format!(
+            "[backends.{name}_pg]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             user = \"{PG_ROLE}\"\npassword = \"{PG_PASSWORD}\"\nconnect_timeout_secs = 2\n{tls}\n\
+             [routes.{name}]\nbackend = \"{name}_pg\"\ndatabase = \"{db}\"\n\
+             pool_mode = \"transaction\"\ncheckout_timeout_secs = 2\n",
+            port = pg.port,
+        )
+    };
+    let ca = |p: &TestPki| {
+        format!(
+            "tls = \"verify-full\"\ntls_ca = \"{}\"",
+            p.ca_cert.display()
+        )
+    };
+    let extra = [
+        route("good", &ca(&pki)),
+        route(
+            "named",
+            &format!("{}\ntls_server_name = \"localhost\"", ca(&pki)),
+        ),
+        route("stranger", &ca(&stranger)),
+        route(
+            "misnamed",
+            &format!("{}\ntls_server_name = \"db.example.com\"", ca(&pki)),
+        ),
+        route("plain", "tls = \"disable\""),
+    ]
+    .concat();
+    let s = SluiceConfig {
+        extra,
+        ..Default::default()
+    }
+    .start()
+    .await;
+    for name in ["good", "named"] {
+        let c = connect_tls(&s.conninfo("alice", name, "require"), &s.prepared.pki)
+            .await
+            .unwrap_or_else(|e| panic!("route {name}: {e:?}"));
+        let rows = text_rows(
+            &c,
+            "SELECT ssl::text, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .await;
+        assert_eq!(rows[0][0].as_deref(), Some("true"), "route {name}");
+        assert!(
+            rows[0][1].as_deref().unwrap_or("").starts_with("TLSv1."),
+            "{rows:?}"
+        );
+    }
+    // An untrusted CA, a name the certificate does not carry, and plaintext (refused by
+    // the server's pg_hba) all fail the client promptly with 08006; sluice stays up.
+    for (name, why) in [
+        ("stranger", "certificate"),
+        ("misnamed", "certificate"),
+        ("plain", "no encryption"),
+    ] {
+        let started = Instant::now();
+        let e = connect_tls(&s.conninfo("alice", name, "require"), &s.prepared.pki)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("08006"), "{name}: {e:?}");
+        let text = format!("{e:?}");
+        assert!(text.contains(why), "{name}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}");
+    }
+    let c = connect_tls(&s.conninfo("alice", "good", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    assert_eq!(text_rows(&c, "SELECT 1").await[0][0].as_deref(), Some("1"));
 }

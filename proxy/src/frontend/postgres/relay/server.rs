@@ -31,10 +31,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             }
             Err(CheckoutError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "no server connection");
-                return Err(PgError::error(
-                    "08006",
-                    "backend unavailable: could not connect to the database server",
-                ));
+                // The reason names no address: "backend unavailable: TLS handshake: ...".
+                return Err(PgError::error("08006", e.to_string()));
             }
         };
         self.checkout_wait.record(started.elapsed().as_secs_f64());
