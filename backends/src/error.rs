@@ -12,6 +12,13 @@ pub enum BackendError {
     /// A server reported this error (a relayed backend's own SQLSTATE and message).
     #[error("{message}")]
     Server { sqlstate: String, message: String },
+    /// A MySQL/MariaDB server reported this error, with its error code.
+    #[error("{message}")]
+    MySql {
+        code: u16,
+        sqlstate: String,
+        message: String,
+    },
     /// The backend could not be opened or reached.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
@@ -24,7 +31,9 @@ impl BackendError {
     /// Short stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            BackendError::Statement { .. } | BackendError::Server { .. } => "statement",
+            BackendError::Statement { .. }
+            | BackendError::Server { .. }
+            | BackendError::MySql { .. } => "statement",
             BackendError::Unavailable(_) => "unavailable",
             BackendError::Canceled => "canceled",
         }
@@ -35,6 +44,7 @@ impl BackendError {
         match self {
             BackendError::Statement { sqlstate, .. } => sqlstate,
             BackendError::Server { sqlstate, .. } => sqlstate,
+            BackendError::MySql { sqlstate, .. } => sqlstate,
             BackendError::Unavailable(_) => "08006",
             BackendError::Canceled => "57014",
         }

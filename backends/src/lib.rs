@@ -5,6 +5,8 @@
 //! protocol messages.
 
 pub mod error;
+pub mod mysql;
+pub mod pool;
 pub mod postgres;
 pub mod result;
 pub mod sqlite;

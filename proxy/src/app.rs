@@ -113,15 +113,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Publishes each PostgreSQL route's pool state (open and idle server connections) as
+/// Publishes each pooled route's pool state (open and idle server connections) as
 /// gauges, once a second, until shutdown.
 async fn sample_pools(state: Arc<State>, shutdown: CancellationToken) {
     let pools: Vec<_> = state
         .routes
         .values()
-        .filter_map(|r| match &r.backend {
-            crate::state::BackendHandle::Postgres(pool) => Some((r.name.clone(), pool.clone())),
-            crate::state::BackendHandle::Sqlite(_) => None,
+        .filter_map(|r| {
+            let sample: Box<dyn Fn() -> (u32, u32) + Send + Sync> = match &r.backend {
+                crate::state::BackendHandle::Postgres(pool) => {
+                    let pool = pool.clone();
+                    Box::new(move || pool.state())
+                }
+                crate::state::BackendHandle::Mysql(pool) => {
+                    let pool = pool.clone();
+                    Box::new(move || pool.state())
+                }
+                crate::state::BackendHandle::Sqlite(_) => return None,
+            };
+            Some((r.name.clone(), sample))
         })
         .collect();
     if pools.is_empty() {
@@ -133,8 +143,8 @@ async fn sample_pools(state: Arc<State>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        for (route, pool) in &pools {
-            let (open, idle) = pool.state();
+        for (route, sample) in &pools {
+            let (open, idle) = sample();
             let gauge = |state: &'static str| metrics::gauge!(crate::metrics::POOL_CONNECTIONS, "route" => route.clone(), "state" => state);
             gauge("open").set(f64::from(open));
             gauge("idle").set(f64::from(idle));

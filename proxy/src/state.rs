@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
+use backends::mysql::{MyConnectConfig, MyPool};
 use backends::postgres::{BackendKey, ConnectConfig, PgPool, PoolSettings, TlsTarget};
 use backends::sqlite::{Canceller, SqliteBackend};
 use bytes::Bytes;
@@ -22,6 +23,8 @@ use crate::config::{
 pub struct UserEntry {
     pub method: AuthMethod,
     pub verifier: Verifier,
+    /// SHA1(SHA1(password)) for MySQL's `mysql_native_password`, when configured.
+    pub mysql_native: Option<[u8; 20]>,
     pub connections: Arc<Limit>,
 }
 
@@ -31,6 +34,8 @@ pub enum BackendHandle {
     Sqlite(SqliteBackend),
     /// A pool of PostgreSQL server connections (one pool per route).
     Postgres(Arc<PgPool>),
+    /// A pool of MySQL/MariaDB server connections (one pool per route).
+    Mysql(Arc<MyPool>),
 }
 
 /// A client-visible database name and what serves it.
@@ -80,6 +85,8 @@ pub struct State {
     pub users: HashMap<String, UserEntry>,
     pub routes: HashMap<String, Arc<RouteEntry>>,
     pub cancels: Arc<CancelRegistry>,
+    /// `caching_sha2_password` fast-path verifiers, cached after a full authentication.
+    pub sha2_cache: Mutex<HashMap<String, [u8; 32]>>,
 }
 
 /// Why state could not be built from a config.
@@ -111,6 +118,10 @@ impl State {
                 UserEntry {
                     method: user.auth,
                     verifier,
+                    mysql_native: user
+                        .mysql_native_password
+                        .as_deref()
+                        .and_then(crate::auth::mysql::parse_native),
                     connections: Limit::new(user.max_connections),
                 },
             );
@@ -138,6 +149,11 @@ impl State {
                     let connect = pg_connect_config(&r.backend, b, database)?;
                     BackendHandle::Postgres(Arc::new(PgPool::new(connect, pool_settings(r))))
                 }
+                BackendKind::Mysql => {
+                    let database = r.database.clone().unwrap_or_else(|| name.clone());
+                    let connect = my_connect_config(&r.backend, b, database)?;
+                    BackendHandle::Mysql(Arc::new(MyPool::new(&connect, pool_settings(r))))
+                }
             };
             let entry = RouteEntry {
                 name: name.clone(),
@@ -154,6 +170,7 @@ impl State {
             users,
             routes,
             cancels: Arc::new(CancelRegistry::default()),
+            sha2_cache: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -173,6 +190,37 @@ fn pool_settings(r: &Route) -> PoolSettings {
     }
 }
 
+fn backend_password(name: &str, b: &Backend) -> Result<Option<String>, StateError> {
+    match &b.password_env {
+        Some(var) => std::env::var(var)
+            .map(Some)
+            .map_err(|_| StateError::BackendConfig {
+                name: name.to_string(),
+                message: format!("environment variable {var} is not set"),
+            }),
+        None => Ok(b.password.clone()),
+    }
+}
+
+fn my_connect_config(
+    name: &str,
+    b: &Backend,
+    database: String,
+) -> Result<MyConnectConfig, StateError> {
+    Ok(MyConnectConfig {
+        host: b.host.clone().unwrap_or_default(),
+        port: b.port.unwrap_or(3306),
+        user: b.user.clone().unwrap_or_default(),
+        password: backend_password(name, b)?,
+        database,
+        connect_timeout: Duration::from_secs_f64(b.connect_timeout_secs),
+        tls_ca: (b.tls == BackendTls::VerifyFull)
+            .then(|| b.tls_ca.clone())
+            .flatten(),
+        tls_server_name: b.tls_server_name.clone(),
+    })
+}
+
 fn pg_connect_config(
     name: &str,
     b: &Backend,
@@ -183,13 +231,7 @@ fn pg_connect_config(
         message,
     };
     let host = b.host.clone().unwrap_or_default();
-    let password = match &b.password_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .map_err(|_| err(format!("environment variable {var} is not set")))?,
-        ),
-        None => b.password.clone(),
-    };
+    let password = backend_password(name, b)?;
     let tls = match (b.tls, &b.tls_ca) {
         (BackendTls::VerifyFull, Some(ca)) => {
             let config = crate::tls::client_config(ca)?;
@@ -205,7 +247,7 @@ fn pg_connect_config(
     };
     Ok(ConnectConfig {
         host,
-        port: b.port,
+        port: b.port.unwrap_or(5432),
         user: b.user.clone().unwrap_or_default(),
         password,
         database,

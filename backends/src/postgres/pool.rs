@@ -3,40 +3,19 @@
 //! connection stays busy.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use tokio::sync::watch;
 
 use super::conn::{ConnectConfig, ServerConn};
 use crate::BackendError;
 
-/// Pool sizing and connection lifetimes.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    pub size: u32,
-    pub min_idle: u32,
-    pub checkout_timeout: Duration,
-    pub idle_timeout: Option<Duration>,
-    pub max_lifetime: Option<Duration>,
-    /// Most prepared statements sluice keeps on one server connection.
-    pub statement_cache: usize,
-}
-
-/// Why no server connection was handed out.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckoutError {
-    #[error("timed out after {0:?} waiting for a server connection")]
-    Timeout(Duration),
-    #[error(transparent)]
-    Unavailable(BackendError),
-}
+pub use crate::pool::{CheckoutError, PoolSettings};
 
 /// Opens and checks connections for bb8.
 pub struct Manager {
     cfg: ConnectConfig,
     statement_cache: usize,
     /// Bumped with the error text on every failed connect, so waiting checkouts fail fast.
-    failures: watch::Sender<(u64, String)>,
+    failures: crate::pool::Failures,
     /// ParameterStatus values from the most recent successful connect.
     params: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -58,9 +37,7 @@ impl bb8::ManageConnection for Manager {
                     error = %e,
                     "server connection failed"
                 );
-                metrics::counter!("sluice_server_connect_failures_total").increment(1);
-                self.failures
-                    .send_modify(|(n, msg)| (*n, *msg) = (*n + 1, e.to_string()));
+                crate::pool::report_failure(&self.failures, &e);
                 Err(e)
             }
         }
@@ -77,20 +54,6 @@ impl bb8::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut ServerConn) -> bool {
         conn.broken
-    }
-}
-
-/// Logs pool-internal errors (those not already reported by the manager).
-#[derive(Debug, Clone, Copy)]
-struct LogSink;
-
-impl bb8::ErrorSink<BackendError> for LogSink {
-    fn sink(&self, e: BackendError) {
-        tracing::debug!(error = %e, "server connection dropped");
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<BackendError>> {
-        Box::new(*self)
     }
 }
 
@@ -125,7 +88,7 @@ impl PgPool {
             .max_lifetime(settings.max_lifetime)
             .test_on_check_out(true)
             .retry_connection(false)
-            .error_sink(Box::new(LogSink))
+            .error_sink(Box::new(crate::pool::LogSink))
             .build_unchecked(manager);
         PgPool {
             pool,
@@ -138,19 +101,7 @@ impl PgPool {
     /// Takes a server connection: fails at once with the connect error when opening one
     /// fails, and with [`CheckoutError::Timeout`] after the checkout timeout.
     pub async fn checkout(&self) -> Result<PooledServer, CheckoutError> {
-        let mut failures = self.failures.clone();
-        failures.borrow_and_update();
-        tokio::select! {
-            biased;
-            got = self.pool.get_owned() => got.map_err(|e| match e {
-                bb8::RunError::TimedOut => CheckoutError::Timeout(self.settings.checkout_timeout),
-                bb8::RunError::User(e) => CheckoutError::Unavailable(e),
-            }),
-            _ = failures.changed() => {
-                let msg = failures.borrow().1.clone();
-                Err(CheckoutError::Unavailable(BackendError::Unavailable(msg)))
-            }
-        }
+        crate::pool::checkout(&self.pool, &self.failures, &self.settings).await
     }
 
     /// ParameterStatus values of the server (from the latest connection opened).

@@ -1,6 +1,7 @@
 //! Stored password verifiers and the checks run against them. Config files hold verifiers
 //! only (`SCRAM-SHA-256$...` or `md5...`), never plaintext passwords.
 
+pub mod mysql;
 pub mod scram;
 
 use base64::engine::general_purpose::STANDARD as B64;

@@ -70,6 +70,7 @@ impl Server {
 #[serde(deny_unknown_fields)]
 pub struct Listeners {
     pub postgres: Option<SocketAddr>,
+    pub mysql: Option<SocketAddr>,
 }
 
 /// Whether clients must, may or cannot use TLS.
@@ -125,6 +126,10 @@ pub struct User {
     pub password: String,
     #[serde(default)]
     pub auth: AuthMethod,
+    /// MySQL clients: a `mysql_native_password` verifier (`*` + 40 hex digits, from
+    /// `sluice passwd --mysql`). Without it, MySQL clients log in with
+    /// `caching_sha2_password` only.
+    pub mysql_native_password: Option<String>,
     /// Most connections this user may hold at once (0 = no limit).
     #[serde(default)]
     pub max_connections: u32,
@@ -136,6 +141,8 @@ pub struct User {
 pub enum BackendKind {
     Sqlite,
     Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
 }
 
 /// TLS from sluice to a PostgreSQL server.
@@ -158,31 +165,26 @@ pub struct Backend {
     pub path: Option<PathBuf>,
     /// SQLite: a SQL file run once when the database file is created.
     pub seed: Option<PathBuf>,
-    /// PostgreSQL: server host name or address.
+    /// PostgreSQL and MySQL: server host name or address.
     pub host: Option<String>,
-    /// PostgreSQL: server port.
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
-    /// PostgreSQL: the role sluice logs in as.
+    /// PostgreSQL and MySQL: server port (defaults 5432 and 3306).
+    pub port: Option<u16>,
+    /// PostgreSQL and MySQL: the role sluice logs in as.
     pub user: Option<String>,
-    /// PostgreSQL: that role's password (prefer `password_env`).
+    /// PostgreSQL and MySQL: that role's password (prefer `password_env`).
     pub password: Option<String>,
-    /// PostgreSQL: name of an environment variable holding the password.
+    /// PostgreSQL and MySQL: name of an environment variable holding the password.
     pub password_env: Option<String>,
-    /// PostgreSQL: seconds to open and authenticate a server connection.
+    /// PostgreSQL and MySQL: seconds to open and authenticate a server connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
-    /// PostgreSQL: TLS to the server.
+    /// PostgreSQL and MySQL: TLS to the server.
     #[serde(default)]
     pub tls: BackendTls,
-    /// PostgreSQL: PEM file of the CA certificates trusted for the server (verify-full).
+    /// PostgreSQL and MySQL: PEM file of the CA certificates trusted for the server (verify-full).
     pub tls_ca: Option<PathBuf>,
-    /// PostgreSQL: name checked against the server certificate; defaults to `host`.
+    /// PostgreSQL and MySQL: name checked against the server certificate; defaults to `host`.
     pub tls_server_name: Option<String>,
-}
-
-fn default_pg_port() -> u16 {
-    5432
 }
 
 fn default_connect_timeout() -> f64 {

@@ -13,6 +13,16 @@ pub fn validate(config: &Config) -> Result<(), Problem> {
     for (name, user) in &config.users {
         Verifier::parse(&user.password, user.auth)
             .map_err(|e| (format!("users.{name}.password"), e.to_string()))?;
+        if let Some(native) = &user.mysql_native_password {
+            if crate::auth::mysql::parse_native(native).is_none() {
+                return Err((
+                    format!("users.{name}.mysql_native_password"),
+                    "expected `*` and 40 hex digits from `sluice passwd --mysql`, not a \
+                     plaintext password"
+                        .into(),
+                ));
+            }
+        }
     }
     for (name, backend) in &config.backends {
         check_backend(name, backend)?;
@@ -72,12 +82,17 @@ fn check_backend(name: &str, backend: &Backend) -> Result<(), Problem> {
                 }
             }
         }
-        BackendKind::Postgres => {
+        BackendKind::Postgres | BackendKind::Mysql => {
+            let kind = if backend.kind == BackendKind::Mysql {
+                "mysql"
+            } else {
+                "postgres"
+            };
             if backend.host.is_none() {
-                return Err((key("host"), "a postgres backend needs a host".into()));
+                return Err((key("host"), format!("a {kind} backend needs a host")));
             }
             if backend.user.is_none() {
-                return Err((key("user"), "a postgres backend needs a user".into()));
+                return Err((key("user"), format!("a {kind} backend needs a user")));
             }
             if backend.password.is_some() && backend.password_env.is_some() {
                 return Err((
@@ -137,7 +152,7 @@ fn check_server(config: &Config) -> Result<(), Problem> {
             "must be at least 1024".into(),
         ));
     }
-    if config.listeners.postgres.is_none() {
+    if config.listeners.postgres.is_none() && config.listeners.mysql.is_none() {
         return Err(("listeners".into(), "no listener configured".into()));
     }
     Ok(())

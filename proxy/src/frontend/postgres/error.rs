@@ -70,9 +70,10 @@ impl From<&BackendError> for PgError {
             BackendError::Statement { sqlstate, message } => {
                 PgError::error(*sqlstate, message.clone())
             }
-            BackendError::Server { sqlstate, message } => {
-                PgError::error(sqlstate.clone(), message.clone())
-            }
+            BackendError::Server { sqlstate, message }
+            | BackendError::MySql {
+                sqlstate, message, ..
+            } => PgError::error(sqlstate.clone(), message.clone()),
             BackendError::Canceled => {
                 PgError::error("57014", "canceling statement due to user request")
             }

@@ -100,6 +100,13 @@ where
         BackendHandle::Postgres(pool) => {
             relay::serve(conn, &login, &route, pool, state, shutdown).await
         }
+        BackendHandle::Mysql(_) => {
+            let msg = format!(
+                "database \"{}\" is served by a MySQL backend, which PostgreSQL clients cannot reach yet",
+                route.name
+            );
+            refuse(conn, PgError::fatal("0A000", msg)).await
+        }
     }
 }
 
