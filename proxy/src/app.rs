@@ -14,6 +14,7 @@ use crate::state::State;
 /// A started sluice: where it listens, and how to stop it.
 pub struct Running {
     pub postgres_addr: Option<SocketAddr>,
+    pub mysql_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
@@ -59,6 +60,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             move |stream, _peer| crate::frontend::postgres::handle(stream, st.clone(), sd.clone()),
         )));
     }
+    let mut mysql_addr = None;
+    if let Some(addr) = state.config.listeners.mysql {
+        let listener = bind(addr, "mysql").await?;
+        mysql_addr = Some(listener.local_addr()?);
+        let (st, sd) = (state.clone(), shutdown.clone());
+        listeners.push(tokio::spawn(crate::listener::serve(
+            listener,
+            "mysql",
+            shutdown.clone(),
+            tracker.clone(),
+            move |stream, _peer| crate::frontend::mysql::handle(stream, st.clone(), sd.clone()),
+        )));
+    }
     tokio::spawn(sample_pools(state.clone(), shutdown.clone()));
     let mut admin_addr = None;
     if let Some(admin) = &state.config.admin {
@@ -69,7 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             shutdown.clone(),
         )));
     }
-    tracing::info!(postgres = ?postgres_addr, admin = ?admin_addr, "sluice is listening");
+    tracing::info!(postgres = ?postgres_addr, mysql = ?mysql_addr, admin = ?admin_addr, "sluice is listening");
 
     let grace = state.config.server.shutdown_timeout();
     let token = shutdown.clone();
@@ -89,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     Ok(Running {
         postgres_addr,
+        mysql_addr,
         admin_addr,
         shutdown,
         done,

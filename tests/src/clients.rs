@@ -123,3 +123,24 @@ pub async fn psql_with_input(conninfo: &str, args: &[&str], input: &[u8]) -> Out
     drop(stdin);
     child.wait_with_output().await.expect("psql output")
 }
+
+/// Runs the mariadb CLI (batch mode, no defaults files) with `args`, feeding `input`.
+pub async fn mariadb(args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mariadb client is installed (scripts/setup)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().await.expect("mariadb output")
+}

@@ -287,6 +287,12 @@ pub struct Mariadb {
     _dir: tempfile::TempDir,
 }
 
+static SHARED_MARIA: tokio::sync::Mutex<std::sync::Weak<Mariadb>> =
+    tokio::sync::Mutex::const_new(std::sync::Weak::new());
+
+/// The account sluice logs in to test MariaDB servers with ([`PG_PASSWORD`]).
+pub const MY_ROLE: &str = "sluice_backend";
+
 impl Mariadb {
     pub async fn start() -> Mariadb {
         let dir = tempfile::Builder::new()
@@ -327,6 +333,8 @@ impl Mariadb {
                 "--bind-address=127.0.0.1",
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=64M",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_general_ci",
             ])
             .arg(user)
             .stdout(Stdio::null())
@@ -342,13 +350,46 @@ impl Mariadb {
             db.sql("SELECT 1").ok().map(|_| ())
         })
         .await;
+        db.sql(&format!(
+            "CREATE USER '{MY_ROLE}'@'%' IDENTIFIED BY '{PG_PASSWORD}';\
+             GRANT ALL ON *.* TO '{MY_ROLE}'@'%';"
+        ))
+        .expect("create the sluice role");
         db
+    }
+
+    /// A server shared by the tests running at the same time (see [`Postgres::shared`]).
+    pub async fn shared() -> std::sync::Arc<Mariadb> {
+        let mut slot = SHARED_MARIA.lock().await;
+        if let Some(db) = slot.upgrade() {
+            return db;
+        }
+        let db = std::sync::Arc::new(Mariadb::start().await);
+        *slot = std::sync::Arc::downgrade(&db);
+        db
+    }
+
+    /// Creates a fresh database and returns its name.
+    pub fn create_database(&self, prefix: &str) -> String {
+        let name = format!("{prefix}_{}", crate::free_port());
+        self.sql(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        name
     }
 
     /// Runs SQL through the mariadb CLI as root; returns tab-separated output.
     pub fn sql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new("mariadb")
-            .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root", "-N", "-B"])
+            .args([
+                "--no-defaults",
+                "--default-character-set=utf8mb4",
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "-N",
+                "-B",
+            ])
             .arg(format!("-P{}", self.port))
             .arg("-e")
             .arg(sql)

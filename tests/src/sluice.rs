@@ -55,7 +55,7 @@ impl SluiceConfig {
         std::fs::write(dir.path().join("seed.sql"), &self.seed_sql).expect("write seed");
         let mut text = format!(
             "[server]\nlogin_timeout_secs = {}\nshutdown_timeout_secs = {}\n\
-             [listeners]\npostgres = \"127.0.0.1:0\"\n\
+             [listeners]\npostgres = \"127.0.0.1:0\"\nmysql = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [tls]\nmode = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
              [backends.lite]\nkind = \"sqlite\"\npath = \"app.db\"\nseed = \"seed.sql\"\n\
@@ -72,7 +72,9 @@ impl SluiceConfig {
                 _ => proxy::auth::scram_verifier(PASSWORD, 4096),
             };
             text.push_str(&format!(
-                "[users.{name}]\npassword = \"{verifier}\"\nauth = \"{method}\"\n"
+                "[users.{name}]\npassword = \"{verifier}\"\nauth = \"{method}\"\n\
+                 mysql_native_password = \"{}\"\n",
+                proxy::auth::mysql::native_verifier(PASSWORD)
             ));
         }
         text.push_str(&self.extra);
@@ -95,6 +97,7 @@ impl SluiceConfig {
         let running = proxy::app::start(config).await.expect("sluice starts");
         TestSluice {
             pg: running.postgres_addr.expect("postgres listener"),
+            mysql: running.mysql_addr.expect("mysql listener"),
             admin: running.admin_addr.expect("admin listener"),
             running: Some(running),
             prepared,
@@ -105,6 +108,7 @@ impl SluiceConfig {
 /// An in-process sluice; stopped when dropped (or explicitly with [`TestSluice::stop`]).
 pub struct TestSluice {
     pub pg: SocketAddr,
+    pub mysql: SocketAddr,
     pub admin: SocketAddr,
     pub prepared: Prepared,
     running: Option<Running>,
@@ -215,6 +219,17 @@ impl Drop for SluiceProcess {
 /// [`PG_ROLE`]: crate::servers::PG_ROLE
 pub fn pg_route(route: &str, port: u16, db: &str, mode: &str, opts: &str) -> String {
     pg_route_as(route, port, db, mode, opts, crate::servers::PG_ROLE)
+}
+
+/// A route to a MariaDB database, logging in as [`crate::servers::MY_ROLE`].
+pub fn my_route(route: &str, port: u16, db: &str, mode: &str, opts: &str) -> String {
+    format!(
+        "[backends.{route}_my]\nkind = \"mysql\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         user = \"{role}\"\npassword = \"{pw}\"\nconnect_timeout_secs = 2\n\
+         [routes.{route}]\nbackend = \"{route}_my\"\ndatabase = \"{db}\"\npool_mode = \"{mode}\"\n{opts}\n",
+        role = crate::servers::MY_ROLE,
+        pw = crate::servers::PG_PASSWORD,
+    )
 }
 
 /// [`pg_route`] logging in to the server as `role`.

@@ -1,3 +1,4 @@
 //! Client-facing protocols. Each frontend owns its startup, authentication and session loop.
 
+pub mod mysql;
 pub mod postgres;

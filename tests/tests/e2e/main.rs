@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod harness;
 mod login;
+mod mysql;
 mod pooling;
 mod queries;
 mod relay;

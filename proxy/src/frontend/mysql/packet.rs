@@ -14,7 +14,53 @@ use tokio_rustls::TlsAcceptor;
 const MAX_CHUNK: usize = 0xFF_FFFF;
 
 /// A client byte stream before or after the TLS upgrade.
-pub type ClientStream<S> = MaybeTls<S, TlsStream<S>>;
+pub type ClientStream<S> = MaybeTls<Replay<S>, TlsStream<Replay<S>>>;
+
+/// A stream that yields some already-read bytes before reading on.
+pub struct Replay<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Why reading from the client stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +86,10 @@ pub struct Packets<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
     pub fn new(io: S, max_packet: usize) -> Self {
         Packets {
-            io: MaybeTls::Plain(io),
+            io: MaybeTls::Plain(Replay {
+                prefix: Bytes::new(),
+                inner: io,
+            }),
             rbuf: BytesMut::with_capacity(8 * 1024),
             wbuf: BytesMut::with_capacity(8 * 1024),
             seq: 0,
@@ -52,16 +101,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
         matches!(self.io, MaybeTls::Tls(_))
     }
 
-    /// Bytes received but not yet consumed.
-    pub fn buffered(&self) -> usize {
-        self.rbuf.len()
-    }
-
-    /// Runs the TLS handshake on the plain stream.
+    /// Runs the TLS handshake on the plain stream. Clients send their TLS hello right
+    /// behind the SSL request, so bytes already read go to the handshake first.
     pub async fn upgrade(self, acceptor: &TlsAcceptor) -> io::Result<Self> {
-        let MaybeTls::Plain(plain) = self.io else {
+        let MaybeTls::Plain(mut plain) = self.io else {
             return Err(io::Error::other("TLS is already on"));
         };
+        plain.prefix = self.rbuf.freeze();
         let tls = acceptor.accept(plain).await?;
         Ok(Packets {
             io: MaybeTls::Tls(Box::new(tls)),
@@ -112,7 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
                     }
                 });
             }
-            joined.get_or_insert_with(BytesMut::new).extend_from_slice(&chunk);
+            joined
+                .get_or_insert_with(BytesMut::new)
+                .extend_from_slice(&chunk);
         }
     }
 
@@ -258,7 +306,16 @@ mod tests {
 
     #[test]
     fn lenenc_integers_round_trip() {
-        for n in [0u64, 250, 251, 65535, 65536, 0xFF_FFFF, 0x100_0000, u64::MAX] {
+        for n in [
+            0u64,
+            250,
+            251,
+            65535,
+            65536,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut buf = BytesMut::new();
             put_lenenc_int(&mut buf, n);
             let mut slice = &buf[..];

@@ -55,8 +55,12 @@ impl From<&backends::BackendError> for MyError {
             } => MyError::new(*code, sqlstate, message.clone()),
             B::Unavailable(_) => MyError::new(2013, "08S01", e.to_string()),
             B::Canceled => MyError::new(1317, "70100", "Query execution was interrupted"),
-            B::Statement { sqlstate, message } => MyError::new(pg_code(sqlstate), sqlstate, message.clone()),
-            B::Server { sqlstate, message } => MyError::new(pg_code(sqlstate), sqlstate, message.clone()),
+            B::Statement { sqlstate, message } => {
+                MyError::new(pg_code(sqlstate), sqlstate, message.clone())
+            }
+            B::Server { sqlstate, message } => {
+                MyError::new(pg_code(sqlstate), sqlstate, message.clone())
+            }
         }
     }
 }
@@ -125,7 +129,11 @@ pub fn eof<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, warnings: u16,
 }
 
 /// Column count, the definitions, and the EOF that ends them.
-pub fn columns<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, cols: &[Column], status: u16) {
+pub fn columns<S: AsyncRead + AsyncWrite + Unpin>(
+    p: &mut Packets<S>,
+    cols: &[Column],
+    status: u16,
+) {
     let mark = p.begin();
     put_lenenc_int(p.buf(), cols.len() as u64);
     p.finish(mark);

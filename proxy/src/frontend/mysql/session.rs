@@ -1,0 +1,1063 @@
+//! The command loop of one MySQL client.
+//!
+//! A client's database name is a route. On a MySQL/MariaDB route the session holds a
+//! pooled server connection while it needs one: for the whole session in session mode,
+//! and in transaction mode until the server reports no open transaction (status flags), or
+//! for good once the client changes session state (variables, locks, temporary tables),
+//! which also marks the connection for COM_RESET_CONNECTION before reuse. A client that
+//! disconnects, even mid-query, never leaves a transaction, lock or query behind: the
+//! running query is killed and the connection reset or closed. SQLite routes answer
+//! through the protocol-neutral result set.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use backends::mysql::mysql_async::prelude::Queryable;
+use backends::mysql::mysql_async::{self, Column as MyColumn, Row};
+use backends::mysql::{MyPool, PooledMyConn};
+use backends::pool::CheckoutError;
+use backends::result::{ColumnType as NeutralType, ResultSet, Value as Neutral};
+use backends::sqlite::SqliteSession;
+use bytes::Bytes;
+use mysql_common::constants::{CapabilityFlags, ColumnFlags, ColumnType};
+use mysql_common::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::login::{self, Login};
+use super::packet::{Packets, ReadError};
+use super::scan::scan;
+use super::stmt::{self, Prepared};
+use super::write::{self, MyError, OkInfo, MORE_RESULTS, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
+use super::ConnError;
+use crate::config::PoolMode;
+use crate::pipeline::Recorder;
+use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
+
+const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_FIELD_LIST: u8 = 0x04;
+const COM_PING: u8 = 0x0e;
+const COM_CHANGE_USER: u8 = 0x11;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+const COM_STMT_RESET: u8 = 0x1a;
+const COM_SET_OPTION: u8 = 0x1b;
+const COM_RESET_CONNECTION: u8 = 0x1f;
+
+/// What serves the current route.
+enum Target {
+    /// No database selected yet.
+    None,
+    Mysql {
+        pool: Arc<MyPool>,
+        conn: Option<PooledMyConn>,
+        mode: PoolMode,
+        /// The connection stays with this client (session state changed).
+        pinned: bool,
+    },
+    Sqlite(SqliteSession),
+}
+
+/// How a request ended for the loop.
+enum Flow {
+    Continue,
+    /// The client is gone (or asked to quit).
+    End,
+}
+
+pub(super) struct Session<'a, S> {
+    p: Packets<S>,
+    state: &'a State,
+    user: String,
+    capabilities: CapabilityFlags,
+    multi_statements: bool,
+    scramble: [u8; 20],
+    route: Option<Arc<RouteEntry>>,
+    _route_slot: Option<LimitSlot>,
+    target: Target,
+    /// Status flags as the server last reported them.
+    status: u16,
+    pub(super) statements: HashMap<u32, Prepared>,
+    pub(super) next_statement: u32,
+    recorder: Recorder,
+}
+
+pub(super) async fn serve<S>(
+    mut p: Packets<S>,
+    login: Login,
+    _id: u32,
+    state: &State,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let user_slot = state.users.get(&login.user).map(|u| u.connections.enter());
+    let Some(Some(_user_slot)) = user_slot else {
+        let e = MyError::new(
+            1203,
+            "42000",
+            format!(
+                "User {} already has more than 'max_user_connections' active connections",
+                login.user
+            ),
+        );
+        write::err(&mut p, &e);
+        p.close().await;
+        return Err(ConnError::Refused(e.message));
+    };
+    let mut s = Session {
+        p,
+        state,
+        user: login.user,
+        multi_statements: login
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
+        capabilities: login.capabilities,
+        scramble: login.scramble,
+        route: None,
+        _route_slot: None,
+        target: Target::None,
+        status: STATUS_AUTOCOMMIT,
+        statements: HashMap::new(),
+        next_statement: 1,
+        recorder: Recorder::new("mysql"),
+    };
+    if let Some(db) = login.database {
+        if let Err(e) = s.switch_route(&db).await {
+            write::err(&mut s.p, &e);
+            s.p.close().await;
+            return Err(ConnError::Refused(e.message));
+        }
+    }
+    s.ok(OkInfo::default());
+    metrics::counter!(crate::metrics::LOGINS, "protocol" => "mysql").increment(1);
+    tracing::debug!(user = %s.user, "session started");
+    let result = s.run(shutdown).await;
+    s.release(true).await;
+    result
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), ConnError> {
+        loop {
+            if let Err(e) = self.p.flush().await {
+                tracing::debug!(error = %e, "client write failed");
+                return Ok(());
+            }
+            let packet = tokio::select! {
+                r = self.p.read() => r,
+                _ = shutdown.cancelled() => {
+                    let e = MyError::new(1053, "08S01", "Server shutdown in progress");
+                    self.p.reset_seq();
+                    write::err(&mut self.p, &e);
+                    self.p.close().await;
+                    return Ok(());
+                }
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(ReadError::Closed) => return Ok(()),
+                Err(ReadError::TooLarge(n)) => {
+                    let e = MyError::new(
+                        1153,
+                        "08S01",
+                        format!("Got a packet bigger than 'max_allowed_packet' bytes ({n})"),
+                    );
+                    write::err(&mut self.p, &e);
+                    self.p.close().await;
+                    return Err(ConnError::Refused(e.message));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let started = Instant::now();
+            let _in_flight = crate::pipeline::in_flight("mysql");
+            let Some((&command, body)) = packet.split_first() else {
+                self.error(MyError::new(1047, "08S01", "Unknown command"));
+                continue;
+            };
+            let body = packet.slice_ref(body);
+            let (flow, ok) = match command {
+                COM_QUIT => return Ok(()),
+                COM_PING => {
+                    self.ok(OkInfo::default());
+                    (Flow::Continue, true)
+                }
+                COM_QUERY => self.query(body).await,
+                COM_INIT_DB => {
+                    let db = String::from_utf8_lossy(&body).into_owned();
+                    self.use_database(&db).await
+                }
+                COM_FIELD_LIST => self.field_list(body).await,
+                COM_SET_OPTION => {
+                    match body.first() {
+                        Some(0) => self.multi_statements = true,
+                        Some(1) => self.multi_statements = false,
+                        _ => {}
+                    }
+                    if body.len() == 2 && body[0] <= 1 {
+                        write::eof(&mut self.p, 0, self.status);
+                        (Flow::Continue, true)
+                    } else {
+                        self.error(MyError::new(1047, "08S01", "Unknown COM_SET_OPTION value"));
+                        (Flow::Continue, false)
+                    }
+                }
+                COM_RESET_CONNECTION => {
+                    self.statements.clear();
+                    self.reset_server().await;
+                    self.ok(OkInfo::default());
+                    (Flow::Continue, true)
+                }
+                COM_CHANGE_USER => self.change_user(body).await?,
+                COM_STMT_PREPARE => self.prepare(body).await,
+                COM_STMT_EXECUTE => self.execute(body).await,
+                COM_STMT_SEND_LONG_DATA => {
+                    stmt::send_long_data(self, &body);
+                    continue;
+                }
+                COM_STMT_CLOSE => {
+                    if body.len() >= 4 {
+                        let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                        self.statements.remove(&id);
+                    }
+                    continue;
+                }
+                COM_STMT_RESET => {
+                    let found = stmt::reset(self, &body);
+                    if found {
+                        self.ok(OkInfo::default());
+                    } else {
+                        self.error(unknown_statement());
+                    }
+                    (Flow::Continue, found)
+                }
+                other => {
+                    self.error(MyError::new(
+                        1047,
+                        "08S01",
+                        format!("Unknown command (0x{other:02x})"),
+                    ));
+                    (Flow::Continue, false)
+                }
+            };
+            self.recorder.record(ok, started);
+            if let Flow::End = flow {
+                return Ok(());
+            }
+            self.after_request().await;
+        }
+    }
+
+    pub(super) fn ok(&mut self, mut info: OkInfo) {
+        info.status |= self.status;
+        write::ok(&mut self.p, &info);
+    }
+
+    pub(super) fn error(&mut self, e: MyError) {
+        write::err(&mut self.p, &e);
+    }
+
+    pub(super) fn packets(&mut self) -> &mut Packets<S> {
+        &mut self.p
+    }
+
+    pub(super) fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Selects the route named `db`, releasing the current server connection.
+    async fn switch_route(&mut self, db: &str) -> Result<(), MyError> {
+        if self.status & STATUS_IN_TRANS != 0 {
+            return Err(MyError::new(
+                1179,
+                "25000",
+                "You are not allowed to switch databases while in a transaction",
+            ));
+        }
+        let Some(route) = self.state.routes.get(db).cloned() else {
+            return Err(MyError::new(
+                1049,
+                "42000",
+                format!("Unknown database '{db}'"),
+            ));
+        };
+        let Some(slot) = route.clients.enter() else {
+            return Err(MyError::new(
+                1040,
+                "08004",
+                format!("Too many connections for database '{db}'"),
+            ));
+        };
+        let target = match &route.backend {
+            BackendHandle::Mysql(pool) => Target::Mysql {
+                pool: pool.clone(),
+                conn: None,
+                mode: route.pool_mode,
+                pinned: false,
+            },
+            BackendHandle::Sqlite(b) => match b.connect().await {
+                Ok(s) => Target::Sqlite(s),
+                Err(e) => return Err(MyError::from(&e)),
+            },
+            BackendHandle::Postgres(_) => {
+                return Err(MyError::new(
+                    1105,
+                    "HY000",
+                    format!("database '{db}' is served by a PostgreSQL backend, which MySQL clients cannot reach yet"),
+                ))
+            }
+        };
+        self.release(true).await;
+        self.statements.clear();
+        self.target = target;
+        self.route = Some(route);
+        self._route_slot = Some(slot);
+        self.status = STATUS_AUTOCOMMIT;
+        Ok(())
+    }
+
+    async fn use_database(&mut self, db: &str) -> (Flow, bool) {
+        match self.switch_route(db).await {
+            Ok(()) => {
+                self.ok(OkInfo::default());
+                (Flow::Continue, true)
+            }
+            Err(e) => {
+                self.error(e);
+                (Flow::Continue, false)
+            }
+        }
+    }
+
+    /// Gives the server connection back when the pool mode allows it; `end` gives it back
+    /// regardless (session end, route switch), reset when it may carry client state.
+    async fn release(&mut self, end: bool) {
+        if let Target::Mysql {
+            conn, mode, pinned, ..
+        } = &mut self.target
+        {
+            let Some(c) = conn.as_mut() else { return };
+            let in_trans = c.in_transaction();
+            if !end && (*mode == PoolMode::Session || *pinned || in_trans) {
+                return;
+            }
+            if (*mode == PoolMode::Session || *pinned || in_trans || c.dirty) && !c.broken {
+                c.reset().await;
+            }
+            c.last_used = Instant::now();
+            *conn = None;
+            *pinned = false;
+        }
+    }
+
+    async fn after_request(&mut self) {
+        self.release(false).await;
+    }
+
+    /// COM_RESET_CONNECTION: the server session starts over too.
+    async fn reset_server(&mut self) {
+        if let Target::Mysql {
+            conn: Some(c),
+            pinned,
+            ..
+        } = &mut self.target
+        {
+            c.reset().await;
+            *pinned = false;
+        }
+        self.status = STATUS_AUTOCOMMIT;
+    }
+
+    /// Checks out a server connection when the session holds none.
+    pub(super) async fn server(&mut self) -> Result<&mut PooledMyConn, MyError> {
+        server(&mut self.target).await
+    }
+
+    /// Marks the server session as changed by the client: keep it, reset it afterwards.
+    fn pin(&mut self) {
+        if let Target::Mysql { conn, pinned, .. } = &mut self.target {
+            *pinned = true;
+            if let Some(c) = conn {
+                c.dirty = true;
+            }
+        }
+    }
+
+    async fn query(&mut self, body: Bytes) -> (Flow, bool) {
+        let sql = String::from_utf8_lossy(&body).into_owned();
+        let scanned = scan(&sql);
+        if scanned.statements > 1 && !self.multi_statements {
+            self.error(MyError::new(
+                1064,
+                "42000",
+                "You have an error in your SQL syntax: several statements in one query need \
+                 the client's multi-statements option",
+            ));
+            return (Flow::Continue, false);
+        }
+        let words: Vec<&str> = scanned.words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["USE", db, ..] if scanned.statements == 1 => {
+                let db = db.to_string();
+                return self.use_database(&db).await;
+            }
+            ["LOAD", "DATA", "LOCAL", ..] | ["LOAD", "XML", "LOCAL", ..] => {
+                self.error(MyError::new(
+                    1148,
+                    "42000",
+                    "LOAD DATA LOCAL INFILE is not allowed through sluice",
+                ));
+                return (Flow::Continue, false);
+            }
+            _ => {}
+        }
+        let session_state = scanned.user_variables
+            || scanned.named_locks
+            || matches!(
+                words.first().copied(),
+                Some("SET" | "PREPARE" | "EXECUTE" | "DEALLOCATE" | "LOCK" | "HANDLER")
+            )
+            || matches!(words.as_slice(), ["CREATE", "TEMPORARY", ..]);
+        match &self.target {
+            Target::None => {
+                self.error(no_database());
+                (Flow::Continue, false)
+            }
+            Target::Sqlite(_) => self.query_sqlite(sql).await,
+            Target::Mysql { .. } => {
+                if session_state {
+                    self.pin();
+                }
+                let flow = self.query_mysql(&sql).await;
+                if session_state {
+                    self.pin();
+                }
+                flow
+            }
+        }
+    }
+
+    async fn query_mysql(&mut self, sql: &str) -> (Flow, bool) {
+        let status = self.status;
+        let conn = match server(&mut self.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(e);
+                return (Flow::Continue, false);
+            }
+        };
+        let thread = conn.id();
+        let result = stream_text(&mut self.p, conn, sql, status).await;
+        self.finish_server_request(result, thread).await
+    }
+
+    /// Bookkeeping after a request ran on the server connection: status, and what to do
+    /// with the connection when the client went away or the connection broke.
+    async fn finish_server_request(
+        &mut self,
+        result: Result<bool, Vanished>,
+        thread: u32,
+    ) -> (Flow, bool) {
+        let Target::Mysql { pool, conn, .. } = &mut self.target else {
+            return (Flow::Continue, false);
+        };
+        match result {
+            Ok(ok) => {
+                if let Some(c) = conn.as_mut() {
+                    c.last_used = Instant::now();
+                    if c.conn.is_disconnected() {
+                        c.broken = true;
+                    }
+                    if let Some(okp) = c.conn.last_ok_packet() {
+                        self.status =
+                            okp.status_flags().bits() & (STATUS_IN_TRANS | STATUS_AUTOCOMMIT);
+                    }
+                    if c.broken {
+                        *conn = None;
+                        self.status = STATUS_AUTOCOMMIT;
+                    }
+                }
+                (Flow::Continue, ok)
+            }
+            Err(Vanished) => {
+                // The query may still run: kill the whole server session, which also rolls
+                // back its transaction and frees its locks, and never reuse the connection.
+                if let Some(c) = conn.as_mut() {
+                    c.broken = true;
+                }
+                *conn = None;
+                if let Err(e) = pool.run(&format!("KILL {thread}")).await {
+                    tracing::warn!(error = %e, thread, "could not kill the server session of a vanished client");
+                }
+                (Flow::End, false)
+            }
+        }
+    }
+
+    async fn query_sqlite(&mut self, sql: String) -> (Flow, bool) {
+        let Target::Sqlite(session) = &self.target else {
+            return (Flow::Continue, false);
+        };
+        let outcome = session.execute_batch(sql).await;
+        self.status = if session.in_transaction() {
+            STATUS_IN_TRANS | STATUS_AUTOCOMMIT
+        } else {
+            STATUS_AUTOCOMMIT
+        };
+        let count = outcome.results.len();
+        for (i, result) in outcome.results.iter().enumerate() {
+            let more = i + 1 < count || outcome.error.is_some();
+            let status = self.status | if more { MORE_RESULTS } else { 0 };
+            write_neutral(&mut self.p, result, status);
+        }
+        match outcome.error {
+            Some(e) => {
+                self.error(MyError::from(&e));
+                (Flow::Continue, false)
+            }
+            None => {
+                if count == 0 {
+                    self.ok(OkInfo::default());
+                }
+                (Flow::Continue, true)
+            }
+        }
+    }
+
+    async fn field_list(&mut self, body: Bytes) -> (Flow, bool) {
+        let table = body.split(|&b| b == 0).next().unwrap_or_default();
+        let table = String::from_utf8_lossy(table).replace('`', "``");
+        let sql = format!("SELECT * FROM `{table}` LIMIT 0");
+        let status = self.status;
+        match &self.target {
+            Target::Mysql { .. } => {
+                let conn = match self.server().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.error(e);
+                        return (Flow::Continue, false);
+                    }
+                };
+                let cols = match conn.conn.query_iter(sql.as_str()).await {
+                    Ok(qr) => {
+                        let cols = qr.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+                        let _ = qr.drop_result().await;
+                        Ok(cols)
+                    }
+                    Err(e) => Err(backends::mysql::error(e)),
+                };
+                match cols {
+                    Ok(cols) => {
+                        for col in cols.iter() {
+                            let mut out = Vec::new();
+                            mysql_common::proto::MySerialize::serialize(col, &mut out);
+                            // COM_FIELD_LIST definitions end with the (empty) default value.
+                            out.push(0xFB);
+                            self.p.send(&out);
+                        }
+                        write::eof(&mut self.p, 0, status);
+                        (Flow::Continue, true)
+                    }
+                    Err(e) => {
+                        self.error(MyError::from(&e));
+                        (Flow::Continue, false)
+                    }
+                }
+            }
+            Target::Sqlite(session) => match session.describe(sql).await {
+                Ok(d) => {
+                    for c in &d.columns {
+                        let mut out = Vec::new();
+                        mysql_common::proto::MySerialize::serialize(
+                            &neutral_column(&c.name, c.ty),
+                            &mut out,
+                        );
+                        out.push(0xFB);
+                        self.p.send(&out);
+                    }
+                    write::eof(&mut self.p, 0, status);
+                    (Flow::Continue, true)
+                }
+                Err(e) => {
+                    self.error(MyError::from(&e));
+                    (Flow::Continue, false)
+                }
+            },
+            Target::None => {
+                self.error(no_database());
+                (Flow::Continue, false)
+            }
+        }
+    }
+
+    async fn change_user(&mut self, body: Bytes) -> Result<(Flow, bool), ConnError> {
+        let Some((user, data, database, plugin)) = parse_change_user(&body, self.capabilities)
+        else {
+            self.error(MyError::new(1043, "08S01", "Bad handshake"));
+            return Ok((Flow::End, false));
+        };
+        let tls = self.p.is_tls();
+        let scramble = self.scramble;
+        let ok = login::authenticate(&mut self.p, self.state, &user, &scramble, plugin, data, tls)
+            .await?;
+        if !ok {
+            let e = MyError::access_denied(&user, true);
+            self.error(e.clone());
+            self.p.close().await;
+            return Err(ConnError::Refused(e.message));
+        }
+        // Full re-authentication: nothing of the old session survives.
+        self.release(true).await;
+        self.statements.clear();
+        self.user = user;
+        self.target = Target::None;
+        self.route = None;
+        self._route_slot = None;
+        self.status = STATUS_AUTOCOMMIT;
+        if let Some(db) = database {
+            if let Err(e) = self.switch_route(&db).await {
+                self.error(e);
+                return Ok((Flow::Continue, false));
+            }
+        }
+        self.ok(OkInfo::default());
+        Ok((Flow::Continue, true))
+    }
+
+    async fn prepare(&mut self, body: Bytes) -> (Flow, bool) {
+        let sql = String::from_utf8_lossy(&body).into_owned();
+        if !matches!(self.target, Target::Mysql { .. }) {
+            let e = match self.target {
+                Target::None => no_database(),
+                _ => MyError::new(
+                    1295,
+                    "HY000",
+                    "This route's backend does not support the prepared statement protocol; use text queries",
+                ),
+            };
+            self.error(e);
+            return (Flow::Continue, false);
+        }
+        let scanned = scan(&sql);
+        if scanned.statements > 1 {
+            self.error(MyError::new(
+                1064,
+                "42000",
+                "You have an error in your SQL syntax: a prepared statement holds one statement",
+            ));
+            return (Flow::Continue, false);
+        }
+        let conn = match self.server().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(e);
+                return (Flow::Continue, false);
+            }
+        };
+        let prepared = conn.conn.prep(sql.as_str()).await;
+        conn.last_used = Instant::now();
+        match prepared {
+            Ok(statement) => {
+                stmt::describe(self, sql, &statement);
+                (Flow::Continue, true)
+            }
+            Err(e) => {
+                let e = backends::mysql::error(e);
+                self.error(MyError::from(&e));
+                (Flow::Continue, false)
+            }
+        }
+    }
+
+    async fn execute(&mut self, body: Bytes) -> (Flow, bool) {
+        let (sql, params, columns) = match stmt::bind(self, &body) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error(e);
+                return (Flow::Continue, false);
+            }
+        };
+        let status = self.status;
+        let conn = match server(&mut self.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(e);
+                return (Flow::Continue, false);
+            }
+        };
+        let thread = conn.id();
+        let result = stream_binary(&mut self.p, conn, &sql, params, columns, status).await;
+        self.finish_server_request(result, thread).await
+    }
+}
+
+/// Checks out a server connection when the session holds none.
+async fn server(target: &mut Target) -> Result<&mut PooledMyConn, MyError> {
+    let Target::Mysql { pool, conn, .. } = target else {
+        return Err(no_database());
+    };
+    if conn.is_none() {
+        let started = Instant::now();
+        match pool.checkout().await {
+            Ok(c) => *conn = Some(c),
+            Err(CheckoutError::Timeout(d)) => {
+                metrics::counter!(crate::metrics::POOL_CHECKOUT_TIMEOUTS).increment(1);
+                return Err(MyError::new(
+                    1040,
+                    "08004",
+                    format!(
+                        "Too many connections: no server connection became free within {:.1}s",
+                        d.as_secs_f64()
+                    ),
+                ));
+            }
+            Err(CheckoutError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "no server connection");
+                return Err(MyError::new(2013, "08S01", e.to_string()));
+            }
+        }
+        metrics::histogram!(crate::metrics::POOL_CHECKOUT_WAIT)
+            .record(started.elapsed().as_secs_f64());
+    }
+    conn.as_mut().ok_or_else(no_database)
+}
+
+/// COM_CHANGE_USER: user, auth data, database and auth plugin.
+fn parse_change_user(
+    body: &[u8],
+    caps: CapabilityFlags,
+) -> Option<(String, Vec<u8>, Option<String>, Vec<u8>)> {
+    fn cstr<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let end = buf.iter().position(|&b| b == 0)?;
+        let (head, rest) = buf.split_at(end);
+        *buf = &rest[1..];
+        Some(head)
+    }
+    let mut rest = body;
+    let user = String::from_utf8_lossy(cstr(&mut rest)?).into_owned();
+    let data = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let (&len, tail) = rest.split_first()?;
+        let len = usize::from(len);
+        if tail.len() < len {
+            return None;
+        }
+        rest = &tail[len..];
+        tail[..len].to_vec()
+    } else {
+        cstr(&mut rest)?.to_vec()
+    };
+    let database = cstr(&mut rest)
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let mut plugin = b"mysql_native_password".to_vec();
+    if rest.len() >= 2 {
+        rest = &rest[2..];
+        if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+            if let Some(name) = cstr(&mut rest).filter(|n| !n.is_empty()) {
+                plugin = name.to_vec();
+            }
+        }
+    }
+    Some((user, data, database, plugin))
+}
+
+/// The client went away while its request ran.
+pub(super) struct Vanished;
+
+fn no_database() -> MyError {
+    MyError::new(1046, "3D000", "No database selected")
+}
+
+pub(super) fn unknown_statement() -> MyError {
+    MyError::new(
+        1243,
+        "HY000",
+        "Unknown prepared statement handler given to mysqld_stmt",
+    )
+}
+
+/// Waits for `fut` while watching the client: a client that closes its connection makes
+/// this return `Err(Vanished)`; bytes it sends meanwhile stay buffered for later.
+async fn watching<S, F, T>(p: &mut Packets<S>, fut: F) -> Result<T, Vanished>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = T>,
+{
+    tokio::pin!(fut);
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            r = &mut fut => return Ok(r),
+            read = p.fill(), if client_open => {
+                if read.is_err() {
+                    return Err(Vanished);
+                }
+                // A pipelined request: answered after this one.
+                client_open = true;
+            }
+        }
+    }
+}
+
+/// Runs a text query and streams every result set to the client. Returns whether the
+/// query succeeded.
+async fn stream_text<S>(
+    p: &mut Packets<S>,
+    conn: &mut PooledMyConn,
+    sql: &str,
+    status: u16,
+) -> Result<bool, Vanished>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = watching(p, conn.conn.query_iter(sql)).await?;
+    let mut qr = match started {
+        Ok(qr) => qr,
+        Err(e) => {
+            write::err(p, &MyError::from(&backends::mysql::error(e)));
+            return Ok(false);
+        }
+    };
+    let outcome = stream_sets(p, &mut qr, status, false, &[]).await;
+    drop(qr);
+    finish_sets(p, conn, outcome)
+}
+
+/// Executes a prepared statement and streams its results in the binary protocol.
+async fn stream_binary<S>(
+    p: &mut Packets<S>,
+    conn: &mut PooledMyConn,
+    sql: &str,
+    params: mysql_async::Params,
+    columns: Arc<[MyColumn]>,
+    status: u16,
+) -> Result<bool, Vanished>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = watching(p, conn.conn.exec_iter(sql, params)).await?;
+    let mut qr = match started {
+        Ok(qr) => qr,
+        Err(e) => {
+            write::err(p, &MyError::from(&backends::mysql::error(e)));
+            return Ok(false);
+        }
+    };
+    let outcome = stream_sets(p, &mut qr, status, true, &columns).await;
+    drop(qr);
+    finish_sets(p, conn, outcome)
+}
+
+/// How streaming result sets ended.
+enum Sets {
+    /// The final set is open: write its terminator from the connection's last OK packet
+    /// (`true` when it was a row set, ended by EOF).
+    Done {
+        rows: bool,
+    },
+    /// The server reported an error (already written).
+    Failed,
+    Vanished,
+}
+
+async fn stream_sets<S, P>(
+    p: &mut Packets<S>,
+    qr: &mut mysql_async::QueryResult<'_, '_, P>,
+    status: u16,
+    binary: bool,
+    _prepared_columns: &[MyColumn],
+) -> Sets
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    P: mysql_async::prelude::Protocol,
+{
+    let mut status = status;
+    loop {
+        let cols = qr.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+        if cols.is_empty() {
+            if qr.is_empty() {
+                return Sets::Done { rows: false };
+            }
+            // An OK-only set with more to come: report it now, before the next set
+            // replaces the connection's OK packet.
+            let info = OkInfo {
+                affected: qr.affected_rows(),
+                last_insert_id: qr.last_insert_id().unwrap_or(0),
+                status: status | MORE_RESULTS,
+                warnings: qr.warnings(),
+                info: qr.info().into_owned(),
+            };
+            write::ok(p, &info);
+            match watching(p, qr.next()).await {
+                Err(Vanished) => return Sets::Vanished,
+                Ok(Err(e)) => {
+                    write::err(p, &MyError::from(&backends::mysql::error(e)));
+                    return Sets::Failed;
+                }
+                Ok(Ok(_)) => continue,
+            }
+        }
+        write::columns(p, &cols, status);
+        let mut values: Vec<Value> = Vec::with_capacity(cols.len());
+        loop {
+            let next = match watching(p, qr.next()).await {
+                Err(Vanished) => return Sets::Vanished,
+                Ok(r) => r,
+            };
+            match next {
+                Ok(Some(row)) => {
+                    row_values(row, &mut values);
+                    if binary {
+                        write::binary_row(p, &cols, &values);
+                    } else {
+                        write::text_row(p, &values);
+                    }
+                    if p.flush_if_large().await.is_err() {
+                        return Sets::Vanished;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    write::eof(p, 0, status | MORE_RESULTS);
+                    write::err(p, &MyError::from(&backends::mysql::error(e)));
+                    return Sets::Failed;
+                }
+            }
+        }
+        if qr.is_empty() {
+            return Sets::Done { rows: true };
+        }
+        status |= MORE_RESULTS;
+        write::eof(p, qr.warnings(), status);
+        status &= !MORE_RESULTS;
+    }
+}
+
+fn finish_sets<S>(
+    p: &mut Packets<S>,
+    conn: &mut PooledMyConn,
+    outcome: Sets,
+) -> Result<bool, Vanished>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match outcome {
+        Sets::Vanished => Err(Vanished),
+        Sets::Failed => Ok(false),
+        Sets::Done { rows } => {
+            let (status, warnings, affected, last_id, info) = match conn.conn.last_ok_packet() {
+                Some(ok) => (
+                    ok.status_flags().bits() & !MORE_RESULTS,
+                    ok.warnings(),
+                    ok.affected_rows(),
+                    ok.last_insert_id().unwrap_or(0),
+                    ok.info_ref()
+                        .map(|i| String::from_utf8_lossy(i).into_owned())
+                        .unwrap_or_default(),
+                ),
+                None => (STATUS_AUTOCOMMIT, 0, 0, 0, String::new()),
+            };
+            if rows {
+                write::eof(p, warnings, status);
+            } else {
+                write::ok(
+                    p,
+                    &OkInfo {
+                        affected,
+                        last_insert_id: last_id,
+                        status,
+                        warnings,
+                        info,
+                    },
+                );
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn row_values(row: Row, out: &mut Vec<Value>) {
+    out.clear();
+    out.extend(
+        row.unwrap_raw()
+            .into_iter()
+            .map(|v| v.unwrap_or(Value::NULL)),
+    );
+}
+
+/// A MySQL column definition for a neutral column type (cross-protocol routes).
+pub(super) fn neutral_column(name: &str, ty: NeutralType) -> MyColumn {
+    let (column_type, charset, length, flags) = match ty {
+        NeutralType::Bool => (ColumnType::MYSQL_TYPE_TINY, 63, 1, ColumnFlags::NUM_FLAG),
+        NeutralType::Int8 => (
+            ColumnType::MYSQL_TYPE_LONGLONG,
+            63,
+            20,
+            ColumnFlags::NUM_FLAG,
+        ),
+        NeutralType::Float8 => (ColumnType::MYSQL_TYPE_DOUBLE, 63, 22, ColumnFlags::NUM_FLAG),
+        NeutralType::Text => (
+            ColumnType::MYSQL_TYPE_VAR_STRING,
+            45,
+            1 << 24,
+            ColumnFlags::empty(),
+        ),
+        NeutralType::Bytea => (
+            ColumnType::MYSQL_TYPE_BLOB,
+            63,
+            1 << 24,
+            ColumnFlags::BLOB_FLAG | ColumnFlags::BINARY_FLAG,
+        ),
+    };
+    MyColumn::new(column_type)
+        .with_name(name.as_bytes())
+        .with_org_name(name.as_bytes())
+        .with_character_set(charset)
+        .with_column_length(length)
+        .with_flags(flags)
+        .with_decimals(if ty == NeutralType::Float8 { 31 } else { 0 })
+}
+
+/// Writes one neutral result: a row set ended by EOF, or an OK.
+fn write_neutral<S>(p: &mut Packets<S>, result: &ResultSet, status: u16)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !result.returns_rows() {
+        write::ok(
+            p,
+            &OkInfo {
+                affected: result.affected,
+                status,
+                ..Default::default()
+            },
+        );
+        return;
+    }
+    let cols: Vec<MyColumn> = result
+        .columns
+        .iter()
+        .map(|c| neutral_column(&c.name, c.ty))
+        .collect();
+    write::columns(p, &cols, status);
+    let mut values = Vec::with_capacity(cols.len());
+    for row in &result.rows {
+        values.clear();
+        values.extend(row.iter().map(|v| match v {
+            Neutral::Null => Value::NULL,
+            Neutral::Bool(b) => Value::Bytes(if *b { b"1".to_vec() } else { b"0".to_vec() }),
+            Neutral::Int(i) => Value::Bytes(i.to_string().into_bytes()),
+            Neutral::Float(f) => Value::Bytes(f.to_string().into_bytes()),
+            Neutral::Text(t) => Value::Bytes(t.clone().into_bytes()),
+            Neutral::Bytes(b) => Value::Bytes(b.clone()),
+        }));
+        write::text_row(p, &values);
+    }
+    write::eof(p, 0, status);
+}

@@ -1,0 +1,209 @@
+//! MySQL frontend: the mariadb CLI, PyMySQL and mysql-connector-python through sluice to an
+//! ephemeral MariaDB, and to the SQLite demo route.
+
+use std::process::Output;
+
+use tests::clients::{mariadb, python};
+use tests::servers::Mariadb;
+use tests::sluice::{my_route, SluiceConfig, TestSluice, PASSWORD};
+
+/// sluice with a MariaDB route `shop` (transaction mode) next to the SQLite route `app`.
+struct Setup {
+    maria: std::sync::Arc<Mariadb>,
+    db: String,
+    s: TestSluice,
+}
+
+impl Setup {
+    async fn new(mode: &str, opts: &str) -> Setup {
+        let maria = Mariadb::shared().await;
+        let db = maria.create_database("shop");
+        let s = SluiceConfig {
+            extra: my_route("shop", maria.port, &db, mode, opts),
+            ..Default::default()
+        }
+        .start()
+        .await;
+        Setup { maria, db, s }
+    }
+
+    /// Arguments for the mariadb CLI: TLS verified against the test CA.
+    fn cli(&self, user: &str, password: &str, db: &str, plugin: &str) -> Vec<String> {
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            format!("-P{}", self.s.mysql.port()),
+            format!("-u{user}"),
+            format!("-p{password}"),
+            "--ssl".into(),
+            format!("--ssl-ca={}", self.s.prepared.pki.ca_cert.display()),
+            "--ssl-verify-server-cert".into(),
+            format!("--default-auth={plugin}"),
+            "-N".into(),
+            "-B".into(),
+            db.into(),
+        ]
+    }
+
+    async fn run(&self, plugin: &str, db: &str, sql: &str) -> Output {
+        let args = self.cli("alice", PASSWORD, db, plugin);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mariadb(&args, sql).await
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "mariadb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn the_mariadb_cli_logs_in_over_tls_with_both_plugins() {
+    let t = Setup::new("transaction", "").await;
+    t.maria
+        .sql(&format!(
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, name VARCHAR(20)); \
+             INSERT INTO {db}.t VALUES (1, 'één'), (2, '🦀')",
+            db = t.db
+        ))
+        .unwrap();
+    // First caching_sha2_password login: full authentication over TLS; the second takes
+    // the fast path from the cache.
+    for plugin in [
+        "caching_sha2_password",
+        "caching_sha2_password",
+        "mysql_native_password",
+    ] {
+        let out = t
+            .run(
+                plugin,
+                "shop",
+                "SELECT id, name FROM t ORDER BY id; SELECT CURRENT_USER()",
+            )
+            .await;
+        let text = stdout(&out);
+        assert!(text.starts_with("1\téén\n2\t🦀\n"), "{plugin}: {text}");
+        assert!(text.contains("sluice_backend@"), "{plugin}: {text}");
+    }
+    let wrong = t.cli("alice", "wrong-password", "shop", "mysql_native_password");
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    assert!(stderr(&mariadb(&wrong, "SELECT 1").await).contains("ERROR 1045"));
+    let unknown = t.cli("mallory", PASSWORD, "shop", "caching_sha2_password");
+    let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
+    assert!(stderr(&mariadb(&unknown, "SELECT 1").await).contains("ERROR 1045"));
+}
+
+#[tokio::test]
+async fn errors_keep_their_codes_and_use_switches_routes() {
+    let t = Setup::new("transaction", "").await;
+    t.maria
+        .sql(&format!("CREATE TABLE {}.u (id INT PRIMARY KEY)", t.db))
+        .unwrap();
+    for (sql, code) in [
+        ("SELEC 1", "ERROR 1064"),
+        ("SELECT * FROM missing_table", "ERROR 1146"),
+        (
+            "INSERT INTO u VALUES (1); INSERT INTO u VALUES (1)",
+            "ERROR 1062",
+        ),
+    ] {
+        let err = stderr(&t.run("mysql_native_password", "shop", sql).await);
+        assert!(err.contains(code), "{sql}: {err}");
+    }
+    let out = t
+        .run(
+            "mysql_native_password",
+            "shop",
+            "SELECT COUNT(*) FROM u; USE app; SELECT name FROM items ORDER BY id; USE shop; SELECT id FROM u",
+        )
+        .await;
+    assert_eq!(stdout(&out), "1\napple\npear\nplum\n1\n");
+    let err = stderr(&t.run("mysql_native_password", "nowhere", "SELECT 1").await);
+    assert!(err.contains("ERROR 1049"), "{err}");
+}
+
+#[tokio::test]
+async fn python_drivers_see_the_same_values_as_direct_in_text_and_binary() {
+    let t = Setup::new("transaction", "").await;
+    t.maria
+        .sql(&format!(
+            "CREATE TABLE {db}.types (
+                id INT PRIMARY KEY, ti TINYINT, si SMALLINT, mi MEDIUMINT, bi BIGINT,
+                ubi BIGINT UNSIGNED, de DECIMAL(20,6), fl FLOAT, db DOUBLE,
+                d DATE, t TIME(6), dt DATETIME(6), ts TIMESTAMP(3) NULL,
+                c CHAR(4), vc VARCHAR(40), tx TEXT, bl BLOB, js JSON,
+                en ENUM('a','b'), st SET('x','y'), bt BIT(10)
+            ) DEFAULT CHARSET utf8mb4;
+            INSERT INTO {db}.types VALUES
+              (1, -128, -32768, -8388608, -9223372036854775808, 18446744073709551615,
+               12345678901234.123456, 1.5, 2.25, '2024-02-29', '-838:59:58.999999',
+               '2024-12-31 23:59:59.123456', '2024-01-01 00:00:00.5', 'ab', 'héllo 🦀',
+               'long text', X'00FF10', '{{\"k\": [1, 2]}}', 'b', 'x,y', b'1010101010'),
+              (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+            db = t.db
+        ))
+        .unwrap();
+    let script = r#"
+import os, sys, pymysql, mysql.connector, ssl
+def pym(port, user, pw, db):
+    kw = dict(host='127.0.0.1', port=port, user=user, password=pw, database=db, charset='utf8mb4')
+    if user == 'alice':
+        kw['ssl'] = {'ca': os.environ['CA']}
+    c = pymysql.connect(**kw)
+    cur = c.cursor()
+    cur.execute('SELECT * FROM types ORDER BY id')
+    rows = cur.fetchall()
+    cur.execute('SELECT * FROM types WHERE id = %s', (1,))
+    rows += cur.fetchall()
+    c.close()
+    return rows
+def conn(port, user, pw, db):
+    kw = dict(host='127.0.0.1', port=port, user=user, password=pw, database=db, use_pure=True)
+    if user == 'alice':
+        kw.update(ssl_ca=os.environ['CA'], ssl_verify_cert=True)
+    c = mysql.connector.connect(**kw)
+    out = []
+    for prepared in (False, True):
+        cur = c.cursor(prepared=prepared)
+        cur.execute('SELECT * FROM types WHERE id >= %s ORDER BY id', (1,))
+        out += cur.fetchall()
+        cur.close()
+    c.close()
+    return out
+mport, sport, db = int(os.environ['MPORT']), int(os.environ['SPORT']), os.environ['DB']
+direct = (pym(mport, 'sluice_backend', 'backend-pw', db), conn(mport, 'sluice_backend', 'backend-pw', db))
+via = (pym(sport, 'alice', os.environ['PW'], 'shop'), conn(sport, 'alice', os.environ['PW'], 'shop'))
+if direct != via:
+    print('DIRECT', direct, file=sys.stderr)
+    print('SLUICE', via, file=sys.stderr)
+    sys.exit(1)
+print(len(direct[0]), len(direct[1]))
+"#;
+    let out = python(
+        script,
+        &[
+            ("CA", t.s.prepared.pki.ca_cert.display().to_string()),
+            ("MPORT", t.maria.port.to_string()),
+            ("SPORT", t.s.mysql.port().to_string()),
+            ("DB", t.db.clone()),
+            ("PW", PASSWORD.to_string()),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3 4");
+}
