@@ -181,8 +181,15 @@ def conn(port, user, pw, db):
     c.close()
     return out
 mport, sport, db = int(os.environ['MPORT']), int(os.environ['SPORT']), os.environ['DB']
-direct = (pym(mport, 'sluice_backend', 'backend-pw', db), conn(mport, 'sluice_backend', 'backend-pw', db))
-via = (pym(sport, 'alice', os.environ['PW'], 'shop'), conn(sport, 'alice', os.environ['PW'], 'shop'))
+def run(label, f, *args):
+    try:
+        return f(*args)
+    except Exception as e:
+        raise SystemExit(f'{label}: {e!r}')
+direct = (run('pymysql direct', pym, mport, 'sluice_backend', 'backend-pw', db),
+          run('connector direct', conn, mport, 'sluice_backend', 'backend-pw', db))
+via = (run('pymysql sluice', pym, sport, 'alice', os.environ['PW'], 'shop'),
+       run('connector sluice', conn, sport, 'alice', os.environ['PW'], 'shop'))
 if direct != via:
     print('DIRECT', direct, file=sys.stderr)
     print('SLUICE', via, file=sys.stderr)

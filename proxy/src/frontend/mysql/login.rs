@@ -17,8 +17,9 @@ use crate::config::{AuthMethod, TlsMode};
 use crate::metrics as m;
 use crate::state::State;
 
-/// The version string clients see.
-pub const SERVER_VERSION: &str = "8.0.36-sluice";
+/// The version string clients see. Clients pick defaults by it (a MySQL 8 version makes
+/// some send `utf8mb4_0900_ai_ci`, which MariaDB lacks), so it names the common ground.
+pub const SERVER_VERSION: &str = "5.7.99-sluice";
 
 /// utf8mb4_general_ci.
 const DEFAULT_COLLATION: u8 = 45;

@@ -19,7 +19,7 @@ use backends::mysql::{MyPool, PooledMyConn};
 use backends::pool::CheckoutError;
 use backends::result::{ColumnType as NeutralType, ResultSet, Value as Neutral};
 use backends::sqlite::SqliteSession;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use mysql_common::constants::{CapabilityFlags, ColumnFlags, ColumnType};
 use mysql_common::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -555,11 +555,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 match cols {
                     Ok(cols) => {
                         for col in cols.iter() {
-                            let mut out = Vec::new();
-                            mysql_common::proto::MySerialize::serialize(col, &mut out);
-                            // COM_FIELD_LIST definitions end with the (empty) default value.
-                            out.push(0xFB);
-                            self.p.send(&out);
+                            send_field(&mut self.p, col);
                         }
                         write::eof(&mut self.p, 0, status);
                         (Flow::Continue, true)
@@ -573,13 +569,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Target::Sqlite(session) => match session.describe(sql).await {
                 Ok(d) => {
                     for c in &d.columns {
-                        let mut out = Vec::new();
-                        mysql_common::proto::MySerialize::serialize(
-                            &neutral_column(&c.name, c.ty),
-                            &mut out,
-                        );
-                        out.push(0xFB);
-                        self.p.send(&out);
+                        send_field(&mut self.p, &neutral_column(&c.name, c.ty));
                     }
                     write::eof(&mut self.p, 0, status);
                     (Flow::Continue, true)
@@ -765,6 +755,14 @@ fn parse_change_user(
         }
     }
     Some((user, data, database, plugin))
+}
+
+/// A COM_FIELD_LIST definition: a column definition ending with an (empty) default.
+fn send_field<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, col: &MyColumn) {
+    let mark = p.begin();
+    write::put_definition(p.buf(), col);
+    p.buf().put_u8(0xFB);
+    p.finish(mark);
 }
 
 /// The client went away while its request ran.

@@ -149,13 +149,29 @@ pub fn definitions<S: AsyncRead + AsyncWrite + Unpin>(
     if cols.is_empty() {
         return;
     }
-    let mut scratch = Vec::with_capacity(128);
     for col in cols {
-        scratch.clear();
-        col.serialize(&mut scratch);
-        p.send(&scratch);
+        let mark = p.begin();
+        put_definition(p.buf(), col);
+        p.finish(mark);
     }
     eof(p, 0, status);
+}
+
+/// A Protocol::ColumnDefinition41 payload, with the server's metadata as it came.
+pub fn put_definition(buf: &mut BytesMut, col: &Column) {
+    put_lenenc_bytes(buf, b"def");
+    put_lenenc_bytes(buf, col.schema_ref());
+    put_lenenc_bytes(buf, col.table_ref());
+    put_lenenc_bytes(buf, col.org_table_ref());
+    put_lenenc_bytes(buf, col.name_ref());
+    put_lenenc_bytes(buf, col.org_name_ref());
+    buf.put_u8(0x0c);
+    buf.put_u16_le(col.character_set());
+    buf.put_u32_le(col.column_length());
+    buf.put_u8(col.column_type() as u8);
+    buf.put_u16_le(col.flags().bits());
+    buf.put_u8(col.decimals());
+    buf.put_u16(0);
 }
 
 /// A text-protocol row: each value a length-encoded string, NULL as 0xFB.
