@@ -87,11 +87,7 @@ pub fn scan(sql: &str) -> Scan {
                     i += 1;
                 }
             }
-            b'(' => {
-                if prev_word.as_deref() == Some("GET_LOCK") {
-                    out.named_locks = true;
-                }
-            }
+            b'(' if prev_word.as_deref() == Some("GET_LOCK") => out.named_locks = true,
             _ => {}
         }
         if c.is_ascii_whitespace() {

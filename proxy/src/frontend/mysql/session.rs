@@ -719,10 +719,10 @@ async fn server(target: &mut Target) -> Result<&mut PooledMyConn, MyError> {
 }
 
 /// COM_CHANGE_USER: user, auth data, database and auth plugin.
-fn parse_change_user(
-    body: &[u8],
-    caps: CapabilityFlags,
-) -> Option<(String, Vec<u8>, Option<String>, Vec<u8>)> {
+type ChangeUser = (String, Vec<u8>, Option<String>, Vec<u8>);
+
+/// Parses COM_CHANGE_USER.
+fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
     fn cstr<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
         let end = buf.iter().position(|&b| b == 0)?;
         let (head, rest) = buf.split_at(end);
@@ -951,7 +951,7 @@ where
         Sets::Done { rows } => {
             let (status, warnings, affected, last_id, info) = match conn.conn.last_ok_packet() {
                 Some(ok) => (
-                    ok.status_flags().bits() & !MORE_RESULTS,
+                    ok.status_flags().bits() & write::PASSED_STATUS,
                     ok.warnings(),
                     ok.affected_rows(),
                     ok.last_insert_id().unwrap_or(0),

@@ -14,6 +14,11 @@ pub const STATUS_IN_TRANS: u16 = 0x0001;
 pub const STATUS_AUTOCOMMIT: u16 = 0x0002;
 pub const MORE_RESULTS: u16 = 0x0008;
 
+/// Server status flags that pass through to clients: transaction state, index use,
+/// NO_BACKSLASH_ESCAPES, slow query and read-only transaction. Not SESSION_STATE_CHANGED
+/// (clients would look for session tracking data sluice does not forward) nor cursor flags.
+pub const PASSED_STATUS: u16 = 0x0001 | 0x0002 | 0x0010 | 0x0020 | 0x0200 | 0x0800 | 0x2000;
+
 /// An error as the client sees it: MySQL error code, SQLSTATE and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MyError {
@@ -100,7 +105,10 @@ pub fn ok<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, ok: &OkInfo) {
     put_lenenc_int(buf, ok.last_insert_id);
     buf.put_u16_le(ok.status);
     buf.put_u16_le(ok.warnings);
-    buf.extend_from_slice(ok.info.as_bytes());
+    // Servers send the info text length-encoded, and clients read it that way.
+    if !ok.info.is_empty() {
+        put_lenenc_bytes(buf, ok.info.as_bytes());
+    }
     p.finish(mark);
 }
 
