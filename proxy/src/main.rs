@@ -31,6 +31,9 @@ enum Command {
         /// Print an md5 verifier for this user name instead of SCRAM-SHA-256.
         #[arg(long, value_name = "USER")]
         md5: Option<String>,
+        /// Print a `mysql_native_password` verifier (for `users.NAME.mysql_native_password`).
+        #[arg(long, conflicts_with = "md5")]
+        mysql: bool,
         /// PBKDF2 iterations for SCRAM-SHA-256.
         #[arg(long, default_value_t = proxy::auth::DEFAULT_ITERATIONS)]
         iterations: u32,
@@ -41,7 +44,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        Some(Command::Passwd { md5, iterations }) => passwd(md5.as_deref(), iterations),
+        Some(Command::Passwd {
+            md5,
+            mysql,
+            iterations,
+        }) => passwd(md5.as_deref(), mysql, iterations),
         None => match cli.config {
             Some(path) => run(&path, cli.log_json),
             None => {
@@ -73,7 +80,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn passwd(md5_user: Option<&str>, iterations: u32) -> ExitCode {
+fn passwd(md5_user: Option<&str>, mysql: bool, iterations: u32) -> ExitCode {
     if iterations == 0 {
         eprintln!("sluice: --iterations must be at least 1");
         return ExitCode::from(2);
@@ -91,6 +98,7 @@ fn passwd(md5_user: Option<&str>, iterations: u32) -> ExitCode {
     let password = line.trim_end_matches(['\r', '\n']);
     match md5_user {
         Some(user) => println!("{}", proxy::auth::md5_verifier(password, user)),
+        None if mysql => println!("{}", proxy::auth::mysql::native_verifier(password)),
         None => println!("{}", proxy::auth::scram_verifier(password, iterations)),
     }
     ExitCode::SUCCESS
