@@ -194,16 +194,7 @@ impl MyPool {
             connect_timeout: cfg.connect_timeout,
             failures: tx,
         };
-        let pool = bb8::Pool::builder()
-            .max_size(settings.size)
-            .min_idle((settings.min_idle > 0).then_some(settings.min_idle))
-            .connection_timeout(settings.checkout_timeout)
-            .idle_timeout(settings.idle_timeout)
-            .max_lifetime(settings.max_lifetime)
-            .test_on_check_out(true)
-            .retry_connection(false)
-            .error_sink(Box::new(crate::pool::LogSink))
-            .build_unchecked(manager);
+        let pool = crate::pool::builder(&settings).build_unchecked(manager);
         MyPool {
             pool,
             failures: rx,

@@ -62,6 +62,23 @@ where
     }
 }
 
+/// A pool builder with sluice's settings: sized and timed from `settings`, connections
+/// checked on checkout, no retries (so a down server fails checkouts at once).
+pub fn builder<M>(settings: &PoolSettings) -> bb8::Builder<M>
+where
+    M: bb8::ManageConnection<Error = BackendError>,
+{
+    bb8::Pool::builder()
+        .max_size(settings.size)
+        .min_idle((settings.min_idle > 0).then_some(settings.min_idle))
+        .connection_timeout(settings.checkout_timeout)
+        .idle_timeout(settings.idle_timeout)
+        .max_lifetime(settings.max_lifetime)
+        .test_on_check_out(true)
+        .retry_connection(false)
+        .error_sink(Box::new(LogSink))
+}
+
 /// Logs pool-internal errors (those not already reported by the manager).
 #[derive(Debug, Clone, Copy)]
 pub struct LogSink;

@@ -4,7 +4,9 @@
 //! through the neutral result set.
 
 pub mod login;
+mod neutral;
 pub mod packet;
+mod results;
 pub mod scan;
 mod session;
 mod stmt;

@@ -14,19 +14,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use backends::mysql::mysql_async::prelude::Queryable;
-use backends::mysql::mysql_async::{self, Column as MyColumn, Row};
+use backends::mysql::mysql_async::Column as MyColumn;
 use backends::mysql::{MyPool, PooledMyConn};
 use backends::pool::CheckoutError;
-use backends::result::{ColumnType as NeutralType, ResultSet, Value as Neutral};
 use backends::sqlite::SqliteSession;
 use bytes::{BufMut, Bytes};
-use mysql_common::constants::{CapabilityFlags, ColumnFlags, ColumnType};
-use mysql_common::Value;
+use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::login::{self, Login};
+use super::neutral::{neutral_column, write_neutral};
 use super::packet::{Packets, ReadError};
+use super::results::{stream_binary, stream_text, Vanished};
 use super::scan::scan;
 use super::stmt::{self, Prepared};
 use super::write::{self, MyError, OkInfo, MORE_RESULTS, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
@@ -263,6 +263,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         write::err(&mut self.p, &e);
     }
 
+    /// Answers a failed request with `e`.
+    fn fail(&mut self, e: MyError) -> (Flow, bool) {
+        self.error(e);
+        (Flow::Continue, false)
+    }
+
     pub(super) fn packets(&mut self) -> &mut Packets<S> {
         &mut self.p
     }
@@ -328,10 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.ok(OkInfo::default());
                 (Flow::Continue, true)
             }
-            Err(e) => {
-                self.error(e);
-                (Flow::Continue, false)
-            }
+            Err(e) => self.fail(e),
         }
     }
 
@@ -372,11 +375,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             *pinned = false;
         }
         self.status = STATUS_AUTOCOMMIT;
-    }
-
-    /// Checks out a server connection when the session holds none.
-    pub(super) async fn server(&mut self) -> Result<&mut PooledMyConn, MyError> {
-        server(&mut self.target).await
     }
 
     /// Marks the server session as changed by the client: keep it, reset it afterwards.
@@ -447,10 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let status = self.status;
         let conn = match server(&mut self.target).await {
             Ok(c) => c,
-            Err(e) => {
-                self.error(e);
-                return (Flow::Continue, false);
-            }
+            Err(e) => return self.fail(e),
         };
         let thread = conn.id();
         let result = stream_text(&mut self.p, conn, sql, status).await;
@@ -537,12 +532,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let status = self.status;
         match &self.target {
             Target::Mysql { .. } => {
-                let conn = match self.server().await {
+                let conn = match server(&mut self.target).await {
                     Ok(c) => c,
-                    Err(e) => {
-                        self.error(e);
-                        return (Flow::Continue, false);
-                    }
+                    Err(e) => return self.fail(e),
                 };
                 let cols = match conn.conn.query_iter(sql.as_str()).await {
                     Ok(qr) => {
@@ -643,12 +635,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             ));
             return (Flow::Continue, false);
         }
-        let conn = match self.server().await {
+        let conn = match server(&mut self.target).await {
             Ok(c) => c,
-            Err(e) => {
-                self.error(e);
-                return (Flow::Continue, false);
-            }
+            Err(e) => return self.fail(e),
         };
         let prepared = conn.conn.prep(sql.as_str()).await;
         conn.last_used = Instant::now();
@@ -666,23 +655,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn execute(&mut self, body: Bytes) -> (Flow, bool) {
-        let (sql, params, columns) = match stmt::bind(self, &body) {
+        let (sql, params) = match stmt::bind(self, &body) {
             Ok(b) => b,
-            Err(e) => {
-                self.error(e);
-                return (Flow::Continue, false);
-            }
+            Err(e) => return self.fail(e),
         };
         let status = self.status;
         let conn = match server(&mut self.target).await {
             Ok(c) => c,
-            Err(e) => {
-                self.error(e);
-                return (Flow::Continue, false);
-            }
+            Err(e) => return self.fail(e),
         };
         let thread = conn.id();
-        let result = stream_binary(&mut self.p, conn, &sql, params, columns, status).await;
+        let result = stream_binary(&mut self.p, conn, &sql, params, status).await;
         self.finish_server_request(result, thread).await
     }
 }
@@ -765,9 +748,6 @@ fn send_field<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, col: &MyCol
     p.finish(mark);
 }
 
-/// The client went away while its request ran.
-pub(super) struct Vanished;
-
 fn no_database() -> MyError {
     MyError::new(1046, "3D000", "No database selected")
 }
@@ -778,284 +758,4 @@ pub(super) fn unknown_statement() -> MyError {
         "HY000",
         "Unknown prepared statement handler given to mysqld_stmt",
     )
-}
-
-/// Waits for `fut` while watching the client: a client that closes its connection makes
-/// this return `Err(Vanished)`; bytes it sends meanwhile stay buffered for later.
-async fn watching<S, F, T>(p: &mut Packets<S>, fut: F) -> Result<T, Vanished>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: std::future::Future<Output = T>,
-{
-    tokio::pin!(fut);
-    let mut client_open = true;
-    loop {
-        tokio::select! {
-            r = &mut fut => return Ok(r),
-            read = p.fill(), if client_open => {
-                if read.is_err() {
-                    return Err(Vanished);
-                }
-                // A pipelined request: answered after this one.
-                client_open = true;
-            }
-        }
-    }
-}
-
-/// Runs a text query and streams every result set to the client. Returns whether the
-/// query succeeded.
-async fn stream_text<S>(
-    p: &mut Packets<S>,
-    conn: &mut PooledMyConn,
-    sql: &str,
-    status: u16,
-) -> Result<bool, Vanished>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let started = watching(p, conn.conn.query_iter(sql)).await?;
-    let mut qr = match started {
-        Ok(qr) => qr,
-        Err(e) => {
-            write::err(p, &MyError::from(&backends::mysql::error(e)));
-            return Ok(false);
-        }
-    };
-    let outcome = stream_sets(p, &mut qr, status, false, &[]).await;
-    drop(qr);
-    finish_sets(p, conn, outcome)
-}
-
-/// Executes a prepared statement and streams its results in the binary protocol.
-async fn stream_binary<S>(
-    p: &mut Packets<S>,
-    conn: &mut PooledMyConn,
-    sql: &str,
-    params: mysql_async::Params,
-    columns: Arc<[MyColumn]>,
-    status: u16,
-) -> Result<bool, Vanished>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let started = watching(p, conn.conn.exec_iter(sql, params)).await?;
-    let mut qr = match started {
-        Ok(qr) => qr,
-        Err(e) => {
-            write::err(p, &MyError::from(&backends::mysql::error(e)));
-            return Ok(false);
-        }
-    };
-    let outcome = stream_sets(p, &mut qr, status, true, &columns).await;
-    drop(qr);
-    finish_sets(p, conn, outcome)
-}
-
-/// How streaming result sets ended.
-enum Sets {
-    /// The final set is open: write its terminator from the connection's last OK packet
-    /// (`true` when it was a row set, ended by EOF).
-    Done {
-        rows: bool,
-    },
-    /// The server reported an error (already written).
-    Failed,
-    Vanished,
-}
-
-async fn stream_sets<S, P>(
-    p: &mut Packets<S>,
-    qr: &mut mysql_async::QueryResult<'_, '_, P>,
-    status: u16,
-    binary: bool,
-    _prepared_columns: &[MyColumn],
-) -> Sets
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    P: mysql_async::prelude::Protocol,
-{
-    let mut status = status;
-    loop {
-        let cols = qr.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-        if cols.is_empty() {
-            if qr.is_empty() {
-                return Sets::Done { rows: false };
-            }
-            // An OK-only set with more to come: report it now, before the next set
-            // replaces the connection's OK packet.
-            let info = OkInfo {
-                affected: qr.affected_rows(),
-                last_insert_id: qr.last_insert_id().unwrap_or(0),
-                status: status | MORE_RESULTS,
-                warnings: qr.warnings(),
-                info: qr.info().into_owned(),
-            };
-            write::ok(p, &info);
-            match watching(p, qr.next()).await {
-                Err(Vanished) => return Sets::Vanished,
-                Ok(Err(e)) => {
-                    write::err(p, &MyError::from(&backends::mysql::error(e)));
-                    return Sets::Failed;
-                }
-                Ok(Ok(_)) => continue,
-            }
-        }
-        write::columns(p, &cols, status);
-        let mut values: Vec<Value> = Vec::with_capacity(cols.len());
-        loop {
-            let next = match watching(p, qr.next()).await {
-                Err(Vanished) => return Sets::Vanished,
-                Ok(r) => r,
-            };
-            match next {
-                Ok(Some(row)) => {
-                    row_values(row, &mut values);
-                    if binary {
-                        write::binary_row(p, &cols, &values);
-                    } else {
-                        write::text_row(p, &values);
-                    }
-                    if p.flush_if_large().await.is_err() {
-                        return Sets::Vanished;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    write::eof(p, 0, status | MORE_RESULTS);
-                    write::err(p, &MyError::from(&backends::mysql::error(e)));
-                    return Sets::Failed;
-                }
-            }
-        }
-        if qr.is_empty() {
-            return Sets::Done { rows: true };
-        }
-        status |= MORE_RESULTS;
-        write::eof(p, qr.warnings(), status);
-        status &= !MORE_RESULTS;
-    }
-}
-
-fn finish_sets<S>(
-    p: &mut Packets<S>,
-    conn: &mut PooledMyConn,
-    outcome: Sets,
-) -> Result<bool, Vanished>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match outcome {
-        Sets::Vanished => Err(Vanished),
-        Sets::Failed => Ok(false),
-        Sets::Done { rows } => {
-            let (status, warnings, affected, last_id, info) = match conn.conn.last_ok_packet() {
-                Some(ok) => (
-                    ok.status_flags().bits() & write::PASSED_STATUS,
-                    ok.warnings(),
-                    ok.affected_rows(),
-                    ok.last_insert_id().unwrap_or(0),
-                    ok.info_ref()
-                        .map(|i| String::from_utf8_lossy(i).into_owned())
-                        .unwrap_or_default(),
-                ),
-                None => (STATUS_AUTOCOMMIT, 0, 0, 0, String::new()),
-            };
-            if rows {
-                write::eof(p, warnings, status);
-            } else {
-                write::ok(
-                    p,
-                    &OkInfo {
-                        affected,
-                        last_insert_id: last_id,
-                        status,
-                        warnings,
-                        info,
-                    },
-                );
-            }
-            Ok(true)
-        }
-    }
-}
-
-fn row_values(row: Row, out: &mut Vec<Value>) {
-    out.clear();
-    out.extend(
-        row.unwrap_raw()
-            .into_iter()
-            .map(|v| v.unwrap_or(Value::NULL)),
-    );
-}
-
-/// A MySQL column definition for a neutral column type (cross-protocol routes).
-pub(super) fn neutral_column(name: &str, ty: NeutralType) -> MyColumn {
-    let (column_type, charset, length, flags) = match ty {
-        NeutralType::Bool => (ColumnType::MYSQL_TYPE_TINY, 63, 1, ColumnFlags::NUM_FLAG),
-        NeutralType::Int8 => (
-            ColumnType::MYSQL_TYPE_LONGLONG,
-            63,
-            20,
-            ColumnFlags::NUM_FLAG,
-        ),
-        NeutralType::Float8 => (ColumnType::MYSQL_TYPE_DOUBLE, 63, 22, ColumnFlags::NUM_FLAG),
-        NeutralType::Text => (
-            ColumnType::MYSQL_TYPE_VAR_STRING,
-            45,
-            1 << 24,
-            ColumnFlags::empty(),
-        ),
-        NeutralType::Bytea => (
-            ColumnType::MYSQL_TYPE_BLOB,
-            63,
-            1 << 24,
-            ColumnFlags::BLOB_FLAG | ColumnFlags::BINARY_FLAG,
-        ),
-    };
-    MyColumn::new(column_type)
-        .with_name(name.as_bytes())
-        .with_org_name(name.as_bytes())
-        .with_character_set(charset)
-        .with_column_length(length)
-        .with_flags(flags)
-        .with_decimals(if ty == NeutralType::Float8 { 31 } else { 0 })
-}
-
-/// Writes one neutral result: a row set ended by EOF, or an OK.
-fn write_neutral<S>(p: &mut Packets<S>, result: &ResultSet, status: u16)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if !result.returns_rows() {
-        write::ok(
-            p,
-            &OkInfo {
-                affected: result.affected,
-                status,
-                ..Default::default()
-            },
-        );
-        return;
-    }
-    let cols: Vec<MyColumn> = result
-        .columns
-        .iter()
-        .map(|c| neutral_column(&c.name, c.ty))
-        .collect();
-    write::columns(p, &cols, status);
-    let mut values = Vec::with_capacity(cols.len());
-    for row in &result.rows {
-        values.clear();
-        values.extend(row.iter().map(|v| match v {
-            Neutral::Null => Value::NULL,
-            Neutral::Bool(b) => Value::Bytes(if *b { b"1".to_vec() } else { b"0".to_vec() }),
-            Neutral::Int(i) => Value::Bytes(i.to_string().into_bytes()),
-            Neutral::Float(f) => Value::Bytes(f.to_string().into_bytes()),
-            Neutral::Text(t) => Value::Bytes(t.clone().into_bytes()),
-            Neutral::Bytes(b) => Value::Bytes(b.clone()),
-        }));
-        write::text_row(p, &values);
-    }
-    write::eof(p, 0, status);
 }

@@ -2,15 +2,13 @@
 //! own ids; on the server each runs as a server-side prepared statement on whichever
 //! connection serves the client (the driver prepares it there once and caches it).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use backends::mysql::mysql_async::{Column, Params, Statement};
+use backends::mysql::mysql_async::{Params, Statement};
 use bytes::BufMut;
 use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::io::ParseBuf;
 use mysql_common::value::{BinValue, ValueDeserializer};
 use mysql_common::Value;
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::session::{unknown_statement, Session};
@@ -20,7 +18,6 @@ use super::write::{self, MyError};
 pub struct Prepared {
     sql: String,
     params: usize,
-    columns: Arc<[Column]>,
     /// Parameter types from the latest execution that sent them: (type, unsigned).
     types: Vec<(u8, bool)>,
     /// COM_STMT_SEND_LONG_DATA chunks by parameter.
@@ -54,7 +51,6 @@ where
         Prepared {
             sql,
             params: params.len(),
-            columns,
             types: Vec::new(),
             long_data: HashMap::new(),
         },
@@ -65,11 +61,11 @@ fn bad_arguments() -> MyError {
     MyError::new(1210, "HY000", "Incorrect arguments to mysqld_stmt_execute")
 }
 
-/// Decodes COM_STMT_EXECUTE into the statement text, its parameters and its columns.
+/// Decodes COM_STMT_EXECUTE into the statement text and its parameters.
 pub(super) fn bind<S>(
     session: &mut Session<'_, S>,
     body: &[u8],
-) -> Result<(String, Params, Arc<[Column]>), MyError>
+) -> Result<(String, Params), MyError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -126,7 +122,7 @@ where
     } else {
         Params::Positional(values)
     };
-    Ok((stmt.sql.clone(), params, stmt.columns.clone()))
+    Ok((stmt.sql.clone(), params))
 }
 
 /// Reads one binary parameter value of a known type.
