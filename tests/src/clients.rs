@@ -58,19 +58,36 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
 
 /// Runs a Python snippet with the test venv (made by scripts/setup); returns its output.
 pub async fn python(script: &str, env: &[(&str, String)]) -> Output {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.is_file(),
-        "{} is missing: run scripts/setup",
-        venv.display()
-    );
-    Command::new(venv)
+    Command::new(venv_python())
         .arg("-c")
         .arg(script)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .await
         .expect("run python")
+}
+
+/// Starts a Python snippet with the test venv, stdout piped, killed when dropped: for
+/// clients that must die mid-session.
+pub fn python_spawn(script: &str, env: &[(&str, String)]) -> tokio::process::Child {
+    Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python")
+}
+
+fn venv_python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.is_file(),
+        "{} is missing: run scripts/setup",
+        venv.display()
+    );
+    venv
 }
 
 /// One HTTP/1.1 GET; returns the status line and the body.

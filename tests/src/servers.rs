@@ -377,29 +377,46 @@ impl Mariadb {
         name
     }
 
-    /// Runs SQL through the mariadb CLI as root; returns tab-separated output.
+    fn sql_command(&self, sql: &str) -> Command {
+        let mut c = Command::new("mariadb");
+        c.args([
+            "--no-defaults",
+            "--default-character-set=utf8mb4",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+        ])
+        .arg(format!("-P{}", self.port))
+        .arg("-e")
+        .arg(sql);
+        c
+    }
+
+    /// Runs SQL through the mariadb CLI as root; returns tab-separated output. Blocks the
+    /// thread: use [`Mariadb::query`] while an in-process sluice must keep serving.
     pub fn sql(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--default-character-set=utf8mb4",
-                "-h",
-                "127.0.0.1",
-                "-u",
-                "root",
-                "-N",
-                "-B",
-            ])
-            .arg(format!("-P{}", self.port))
-            .arg("-e")
-            .arg(sql)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        cli_output(self.sql_command(sql).output())
+    }
+
+    /// [`Mariadb::sql`] without blocking the runtime.
+    pub async fn query(&self, sql: &str) -> Result<String, String> {
+        cli_output(
+            tokio::process::Command::from(self.sql_command(sql))
+                .output()
+                .await,
+        )
+    }
+}
+
+fn cli_output(out: std::io::Result<std::process::Output>) -> Result<String, String> {
+    let out = out.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 

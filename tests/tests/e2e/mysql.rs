@@ -214,3 +214,106 @@ print(len(direct[0]), len(direct[1]))
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3 4");
 }
+
+/// A PyMySQL client through sluice that opens a transaction, locks row 1 of `t`, says
+/// `locked`, then either idles (`IDLE=1`) or runs a long query until it is killed.
+const LOCKER: &str = r#"
+import os, sys, time, pymysql
+c = pymysql.connect(host='127.0.0.1', port=int(os.environ['SPORT']), user='alice',
+                    password=os.environ['PW'], database='shop',
+                    ssl={'ca': os.environ['CA']})
+cur = c.cursor()
+cur.execute('BEGIN')
+cur.execute('UPDATE t SET v = v + 1 WHERE id = 1')
+print('locked', flush=True)
+if os.environ['IDLE'] == '1':
+    time.sleep(600)
+else:
+    cur.execute('SELECT SLEEP(600)')
+"#;
+
+#[tokio::test]
+async fn a_client_killed_mid_transaction_leaves_no_lock() {
+    use tokio::io::AsyncBufReadExt;
+    let t = Setup::new("transaction", "").await;
+    t.maria
+        .query(&format!(
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+             INSERT INTO {db}.t VALUES (1, 0)",
+            db = t.db
+        ))
+        .await
+        .unwrap();
+    // information_schema.innodb_trx is a cache refreshed only when it was last read over
+    // 100 ms ago: poll it slower than that.
+    let open_transactions = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        t.maria
+            .query("SELECT COUNT(*) FROM information_schema.innodb_trx")
+            .await
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    for idle in ["1", "0"] {
+        let mut child = tests::clients::python_spawn(
+            LOCKER,
+            &[
+                ("CA", t.s.prepared.pki.ca_cert.display().to_string()),
+                ("SPORT", t.s.mysql.port().to_string()),
+                ("PW", PASSWORD.to_string()),
+                ("IDLE", idle.to_string()),
+            ],
+        );
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the locker reports in time")
+            .unwrap();
+        assert_eq!(line.as_deref(), Some("locked"), "idle={idle}");
+        tests::wait_for(
+            "the transaction to show",
+            std::time::Duration::from_secs(10),
+            || async { (open_transactions().await == 1).then_some(()) },
+        )
+        .await;
+        if idle == "0" {
+            tests::wait_for("the long query to run", std::time::Duration::from_secs(10), || async {
+                let n = t
+                    .maria
+                    .query("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(600)%'")
+                    .await
+                    .unwrap();
+                (n.trim() == "1").then_some(())
+            })
+            .await;
+        }
+        child.kill().await.unwrap();
+        tests::wait_for(
+            "the transaction to end",
+            std::time::Duration::from_secs(10),
+            || async { (open_transactions().await == 0).then_some(()) },
+        )
+        .await;
+        // The row is free for the next client and the killed update was rolled back.
+        let out = t
+            .run(
+                "mysql_native_password",
+                "shop",
+                "SET SESSION innodb_lock_wait_timeout = 2; \
+                 UPDATE t SET v = v + 10 WHERE id = 1; SELECT v FROM t",
+            )
+            .await;
+        let expected = if idle == "1" { "10\n" } else { "20\n" };
+        assert_eq!(stdout(&out), expected, "idle={idle}");
+    }
+    let sleeping = t
+        .maria
+        .query(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(sleeping.trim(), "0", "the long query was killed");
+}
