@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod mysql;
+pub mod neutral;
 pub mod pool;
 pub mod postgres;
 pub mod result;

@@ -1,6 +1,11 @@
 //! Protocol-neutral results: what a backend returns when the client speaks another protocol.
 //!
-//! Type mapping (SQLite declared type -> neutral type -> PostgreSQL type):
+//! Every cross-protocol answer goes through these types; the full mapping table between
+//! PostgreSQL, MySQL and SQLite types is in the README ("Cross-protocol routes").
+//! Values of the date, time, numeric and JSON types travel as text in the backend's own
+//! output format; each frontend writes them in its protocol's type.
+//!
+//! SQLite declared types map as follows:
 //!
 //! | declared type contains        | neutral            | PostgreSQL  |
 //! |-------------------------------|--------------------|-------------|
@@ -21,8 +26,18 @@ pub enum ColumnType {
     Bool,
     Int8,
     Float8,
+    /// Exact decimal, as text (`-12.50`).
+    Numeric,
     Text,
     Bytea,
+    /// `YYYY-MM-DD`, as text.
+    Date,
+    /// `HH:MM:SS[.ffffff]` within one day, as text.
+    Time,
+    /// `YYYY-MM-DD HH:MM:SS[.ffffff]` without a zone, as text.
+    Timestamp,
+    /// A JSON document, as text.
+    Json,
 }
 
 impl ColumnType {
@@ -99,6 +114,21 @@ fn guess_from_name(name: &str) -> Option<ColumnType> {
     }
 }
 
+/// What a statement needs and returns, known before it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Description {
+    pub params: usize,
+    pub columns: Vec<Column>,
+}
+
+/// The outcome of a multi-statement request: results of the statements that ran, in order,
+/// and the error that stopped the rest, if any.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    pub results: Vec<ResultSet>,
+    pub error: Option<crate::BackendError>,
+}
+
 /// What kind of statement produced a result, for the command tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandKind {
@@ -138,6 +168,36 @@ impl ResultSet {
                 .iter()
                 .find_map(|row| row.get(i).and_then(ColumnType::of_value))
                 .unwrap_or(ColumnType::Text);
+        }
+    }
+
+    /// The result of a statement known by its command tag (`SELECT 2`, `INSERT 0 1`,
+    /// `CREATE TABLE`); `rows` holds the rows of a row-returning statement.
+    pub fn from_tag(tag: &str, columns: Vec<Column>, rows: Vec<Vec<Value>>) -> ResultSet {
+        let mut words = tag.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let count = tag
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let command = match first {
+            "SELECT" | "FETCH" | "SHOW" if !columns.is_empty() => CommandKind::Select,
+            "INSERT" => CommandKind::Insert,
+            "UPDATE" => CommandKind::Update,
+            "DELETE" => CommandKind::Delete,
+            _ if !columns.is_empty() => CommandKind::Select,
+            _ => CommandKind::Other(tag.to_string()),
+        };
+        let affected = match command {
+            CommandKind::Select => 0,
+            _ => count,
+        };
+        ResultSet {
+            columns,
+            rows,
+            command,
+            affected,
         }
     }
 

@@ -11,6 +11,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{ffi, Batch, Connection, InterruptHandle, OpenFlags, Statement};
 
 use crate::error::BackendError;
+pub use crate::result::{BatchOutcome, Description};
 use crate::result::{Column, ColumnType, CommandKind, ResultSet, Value};
 
 /// How long a statement waits for a lock held by another session before failing.
@@ -20,13 +21,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
     path: PathBuf,
-}
-
-/// What a statement needs and returns, known before it runs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Description {
-    pub params: usize,
-    pub columns: Vec<Column>,
 }
 
 /// Interrupts whatever statement its session is running; a no-op when it runs none.
@@ -94,14 +88,6 @@ fn open_connection(path: &Path) -> Result<Connection, BackendError> {
         .map_err(|e| BackendError::Unavailable(format!("cannot open SQLite database: {e}")))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_error)?;
     Ok(conn)
-}
-
-/// The outcome of a multi-statement request: results of the statements that ran, in order,
-/// and the error that stopped the rest, if any.
-#[derive(Debug)]
-pub struct BatchOutcome {
-    pub results: Vec<ResultSet>,
-    pub error: Option<BackendError>,
 }
 
 /// One client's connection to the database.

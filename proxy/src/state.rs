@@ -262,6 +262,11 @@ fn pg_connect_config(
 pub enum CancelTarget {
     Sqlite(Canceller),
     Postgres(Arc<ServerSlot>),
+    /// A MySQL/MariaDB connection a PostgreSQL client holds: `KILL QUERY` on another one.
+    Mysql {
+        pool: Arc<MyPool>,
+        thread: u32,
+    },
 }
 
 /// The server connection a PostgreSQL session holds right now, if any. A cancel holds the
@@ -293,6 +298,14 @@ impl CancelTarget {
             CancelTarget::Postgres(slot) => {
                 let slot = slot.clone();
                 tokio::spawn(async move { slot.cancel().await });
+            }
+            CancelTarget::Mysql { pool, thread } => {
+                let (pool, thread) = (pool.clone(), *thread);
+                tokio::spawn(async move {
+                    if let Err(e) = pool.run(&format!("KILL QUERY {thread}")).await {
+                        tracing::warn!(error = %e, thread, "cancel request failed");
+                    }
+                });
             }
         }
     }

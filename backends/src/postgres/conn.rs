@@ -421,7 +421,7 @@ async fn upgrade(
         .map_err(|e| unavailable("TLS handshake", e))
 }
 
-fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
+pub(crate) fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
     let mut out = Vec::new();
     if body.len() < 2 {
         return out;

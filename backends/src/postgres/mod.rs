@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod conn;
+pub mod neutral;
 pub mod pool;
 pub mod wire;
 

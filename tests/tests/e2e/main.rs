@@ -5,6 +5,7 @@
 
 mod admin;
 mod cli;
+mod cross;
 mod harness;
 mod login;
 mod mysql;

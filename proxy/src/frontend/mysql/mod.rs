@@ -6,8 +6,8 @@
 pub mod login;
 mod neutral;
 pub mod packet;
+mod pg;
 mod results;
-pub mod scan;
 mod session;
 mod stmt;
 pub mod write;

@@ -18,7 +18,7 @@ pub(super) struct Vanished;
 
 /// Waits for `fut` while watching the client: a client that closes its connection makes
 /// this return `Err(Vanished)`; bytes it sends meanwhile stay buffered for later.
-async fn watching<S, F, T>(p: &mut Packets<S>, fut: F) -> Result<T, Vanished>
+pub(super) async fn watching<S, F, T>(p: &mut Packets<S>, fut: F) -> Result<T, Vanished>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = T>,

@@ -17,6 +17,8 @@ use backends::mysql::mysql_async::prelude::Queryable;
 use backends::mysql::mysql_async::Column as MyColumn;
 use backends::mysql::{MyPool, PooledMyConn};
 use backends::pool::CheckoutError;
+use backends::postgres::{PgPool, PooledServer};
+use backends::result::BatchOutcome;
 use backends::sqlite::SqliteSession;
 use bytes::{BufMut, Bytes};
 use mysql_common::constants::CapabilityFlags;
@@ -24,16 +26,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::login::{self, Login};
-use super::neutral::{neutral_column, write_neutral};
+use super::neutral::{client_setup, neutral_column, write_neutral};
 use super::packet::{Packets, ReadError};
+use super::pg;
 use super::results::{stream_binary, stream_text, Vanished};
-use super::scan::scan;
 use super::stmt::{self, Prepared};
 use super::write::{self, MyError, OkInfo, MORE_RESULTS, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
 use super::ConnError;
 use crate::config::PoolMode;
 use crate::pipeline::Recorder;
 use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
+use backends::mysql::scan::scan;
 
 const COM_QUIT: u8 = 0x01;
 const COM_INIT_DB: u8 = 0x02;
@@ -61,6 +64,12 @@ enum Target {
         pinned: bool,
     },
     Sqlite(SqliteSession),
+    /// A PostgreSQL route: one server connection held for the rest of the session once
+    /// the first query needs it, cleaned (ROLLBACK, DISCARD ALL) when the session ends.
+    Postgres {
+        pool: Arc<PgPool>,
+        conn: Option<Box<PooledServer>>,
+    },
 }
 
 /// How a request ended for the loop.
@@ -311,13 +320,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 Ok(s) => Target::Sqlite(s),
                 Err(e) => return Err(MyError::from(&e)),
             },
-            BackendHandle::Postgres(_) => {
-                return Err(MyError::new(
-                    1105,
-                    "HY000",
-                    format!("database '{db}' is served by a PostgreSQL backend, which MySQL clients cannot reach yet"),
-                ))
-            }
+            BackendHandle::Postgres(pool) => Target::Postgres {
+                pool: pool.clone(),
+                conn: None,
+            },
         };
         self.release(true).await;
         self.statements.clear();
@@ -341,6 +347,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Gives the server connection back when the pool mode allows it; `end` gives it back
     /// regardless (session end, route switch), reset when it may carry client state.
     async fn release(&mut self, end: bool) {
+        if let Target::Postgres { conn, .. } = &mut self.target {
+            if end {
+                if let Some(server) = conn.take() {
+                    pg::clean(server).await;
+                }
+            }
+            return;
+        }
         if let Target::Mysql {
             conn, mode, pinned, ..
         } = &mut self.target
@@ -427,7 +441,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.error(no_database());
                 (Flow::Continue, false)
             }
-            Target::Sqlite(_) => self.query_sqlite(sql).await,
+            Target::Sqlite(_) | Target::Postgres { .. } => {
+                if let Some(answer) = client_setup(&sql) {
+                    return match answer {
+                        Ok(()) => {
+                            self.ok(OkInfo::default());
+                            (Flow::Continue, true)
+                        }
+                        Err(e) => self.fail(e),
+                    };
+                }
+                if let Target::Sqlite(_) = self.target {
+                    self.query_sqlite(sql).await
+                } else {
+                    self.query_postgres(&sql).await
+                }
+            }
             Target::Mysql { .. } => {
                 if session_state {
                     self.pin();
@@ -500,7 +529,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return (Flow::Continue, false);
         };
         let outcome = session.execute_batch(sql).await;
-        self.status = if session.in_transaction() {
+        let in_trans = session.in_transaction();
+        self.write_outcome(outcome, in_trans)
+    }
+
+    async fn query_postgres(&mut self, sql: &str) -> (Flow, bool) {
+        let Target::Postgres { pool, conn } = &mut self.target else {
+            return self.fail(no_database());
+        };
+        let server = match pg::server(pool, conn).await {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
+        let Ok(outcome) = pg::run(&mut self.p, server, sql).await else {
+            // The client is gone; the connection was cancelled and is dropped as broken.
+            *conn = None;
+            return (Flow::End, false);
+        };
+        let in_trans = server.status != b'I';
+        if server.broken {
+            *conn = None;
+        }
+        self.write_outcome(outcome, in_trans)
+    }
+
+    /// Writes the answers of a neutral backend: one result set or OK per statement that
+    /// ran, then the error that stopped the rest.
+    fn write_outcome(&mut self, outcome: BatchOutcome, in_trans: bool) -> (Flow, bool) {
+        self.status = if in_trans {
             STATUS_IN_TRANS | STATUS_AUTOCOMMIT
         } else {
             STATUS_AUTOCOMMIT
@@ -527,8 +583,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     async fn field_list(&mut self, body: Bytes) -> (Flow, bool) {
         let table = body.split(|&b| b == 0).next().unwrap_or_default();
-        let table = String::from_utf8_lossy(table).replace('`', "``");
-        let sql = format!("SELECT * FROM `{table}` LIMIT 0");
+        let table = String::from_utf8_lossy(table);
+        let sql = if matches!(self.target, Target::Postgres { .. }) {
+            format!("SELECT * FROM \"{}\" LIMIT 0", table.replace('"', "\"\""))
+        } else {
+            format!("SELECT * FROM `{}` LIMIT 0", table.replace('`', "``"))
+        };
         let status = self.status;
         match &self.target {
             Target::Mysql { .. } => {
@@ -558,16 +618,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     }
                 }
             }
-            Target::Sqlite(session) => match session.describe(sql).await {
-                Ok(d) => {
-                    for c in &d.columns {
+            Target::Sqlite(_) | Target::Postgres { .. } => match self.describe_neutral(sql).await {
+                Ok(columns) => {
+                    for c in &columns {
                         send_field(&mut self.p, &neutral_column(&c.name, c.ty));
                     }
                     write::eof(&mut self.p, 0, status);
                     (Flow::Continue, true)
                 }
                 Err(e) => {
-                    self.error(MyError::from(&e));
+                    self.error(e);
                     (Flow::Continue, false)
                 }
             },
@@ -575,6 +635,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.error(no_database());
                 (Flow::Continue, false)
             }
+        }
+    }
+
+    /// Result columns of a query on a neutral route (for COM_FIELD_LIST).
+    async fn describe_neutral(
+        &mut self,
+        sql: String,
+    ) -> Result<Vec<backends::result::Column>, MyError> {
+        match &mut self.target {
+            Target::Sqlite(session) => session
+                .describe(sql)
+                .await
+                .map(|d| d.columns)
+                .map_err(|e| MyError::from(&e)),
+            Target::Postgres { pool, conn } => {
+                let server = pg::server(pool, conn).await?;
+                let mut outcome = server.neutral_batch(&sql).await;
+                match outcome.error {
+                    Some(e) => Err(MyError::from(&e)),
+                    None => Ok(outcome.results.pop().map(|r| r.columns).unwrap_or_default()),
+                }
+            }
+            _ => Err(no_database()),
         }
     }
 

@@ -16,6 +16,11 @@ pub const OID_TEXT: u32 = 25;
 pub const OID_FLOAT4: u32 = 700;
 pub const OID_FLOAT8: u32 = 701;
 pub const OID_VARCHAR: u32 = 1043;
+pub const OID_JSON: u32 = 114;
+pub const OID_DATE: u32 = 1082;
+pub const OID_TIME: u32 = 1083;
+pub const OID_TIMESTAMP: u32 = 1114;
+pub const OID_NUMERIC: u32 = 1700;
 
 pub fn oid_of(ty: ColumnType) -> u32 {
     match ty {
@@ -24,14 +29,20 @@ pub fn oid_of(ty: ColumnType) -> u32 {
         ColumnType::Float8 => OID_FLOAT8,
         ColumnType::Text => OID_TEXT,
         ColumnType::Bytea => OID_BYTEA,
+        ColumnType::Numeric => OID_NUMERIC,
+        ColumnType::Date => OID_DATE,
+        ColumnType::Time => OID_TIME,
+        ColumnType::Timestamp => OID_TIMESTAMP,
+        ColumnType::Json => OID_JSON,
     }
 }
 
 fn type_size(ty: ColumnType) -> i16 {
     match ty {
         ColumnType::Bool => 1,
-        ColumnType::Int8 | ColumnType::Float8 => 8,
-        ColumnType::Text | ColumnType::Bytea => -1,
+        ColumnType::Date => 4,
+        ColumnType::Int8 | ColumnType::Float8 | ColumnType::Time | ColumnType::Timestamp => 8,
+        ColumnType::Text | ColumnType::Bytea | ColumnType::Numeric | ColumnType::Json => -1,
     }
 }
 
@@ -141,6 +152,11 @@ fn type_name(ty: ColumnType) -> &'static str {
         ColumnType::Float8 => "double precision",
         ColumnType::Text => "text",
         ColumnType::Bytea => "bytea",
+        ColumnType::Numeric => "numeric",
+        ColumnType::Date => "date",
+        ColumnType::Time => "time",
+        ColumnType::Timestamp => "timestamp",
+        ColumnType::Json => "json",
     }
 }
 
@@ -164,14 +180,148 @@ fn put_binary(out: &mut BytesMut, value: &Value, ty: ColumnType) -> Result<(), P
             Value::Text(s) => out.put_f64(s.trim().parse().map_err(|_| mismatch(value, ty))?),
             other => return Err(mismatch(other, ty)),
         },
-        ColumnType::Text => put_text(out, value, ty),
+        ColumnType::Text | ColumnType::Json => put_text(out, value, ty),
         ColumnType::Bytea => match value {
             Value::Bytes(b) => out.put_slice(b),
             Value::Text(s) => out.put_slice(s.as_bytes()),
             other => return Err(mismatch(other, ty)),
         },
+        ColumnType::Numeric => {
+            let text = match value {
+                Value::Int(i) => i.to_string(),
+                Value::Text(s) => s.clone(),
+                other => return Err(mismatch(other, ty)),
+            };
+            put_numeric(out, &text).ok_or_else(|| mismatch(value, ty))?;
+        }
+        ColumnType::Date | ColumnType::Time | ColumnType::Timestamp => {
+            let Value::Text(text) = value else {
+                return Err(mismatch(value, ty));
+            };
+            let out_of_range = || {
+                PgError::error(
+                    "22008",
+                    format!("{} value out of range: \"{text}\"", type_name(ty)),
+                )
+            };
+            match ty {
+                ColumnType::Date => out.put_i32(
+                    parse_date(text)
+                        .and_then(|d| i32::try_from(d).ok())
+                        .ok_or_else(out_of_range)?,
+                ),
+                ColumnType::Time => out.put_i64(parse_time(text).ok_or_else(out_of_range)?),
+                _ => {
+                    let (date, time) = text.split_once(' ').ok_or_else(out_of_range)?;
+                    let days = parse_date(date).ok_or_else(out_of_range)?;
+                    let micros = parse_time(time).ok_or_else(out_of_range)?;
+                    out.put_i64(days * 86_400_000_000 + micros);
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Days from 2000-01-01 (PostgreSQL's epoch) to a `YYYY-MM-DD` date.
+fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1 {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), shifted to the 2000-01-01 epoch.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468 - 10_957)
+}
+
+/// Microseconds since midnight of `HH:MM:SS[.ffffff]`.
+fn parse_time(text: &str) -> Option<i64> {
+    let (hms, frac) = text.split_once('.').unwrap_or((text, ""));
+    let mut parts = hms.splitn(3, ':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let s: i64 = parts.next()?.parse().ok()?;
+    if !(0..=24).contains(&h) || !(0..60).contains(&m) || !(0..=60).contains(&s) {
+        return None;
+    }
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = format!("{frac:0<6}").parse().ok()?;
+    Some(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
+}
+
+/// PostgreSQL's binary numeric: base-10000 digits with a weight, a sign and a scale.
+fn put_numeric(out: &mut BytesMut, text: &str) -> Option<()> {
+    let text = text.trim();
+    if text == "NaN" {
+        out.put_slice(&[0, 0, 0, 0, 0xC0, 0, 0, 0]);
+        return Some(());
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let group = |s: &str| {
+        s.bytes()
+            .fold(0i16, |acc, b| acc * 10 + i16::from(b - b'0'))
+    };
+    let int = int.trim_start_matches('0');
+    let lead = int.len() % 4;
+    let mut groups: Vec<i16> = Vec::new();
+    if lead > 0 {
+        groups.push(group(&int[..lead]));
+    }
+    groups.extend(
+        int.as_bytes()[lead..]
+            .chunks(4)
+            .map(|c| group(std::str::from_utf8(c).unwrap_or("0"))),
+    );
+    let mut weight = groups.len() as i16 - 1;
+    let padded = format!("{frac:0<width$}", width = frac.len().div_ceil(4) * 4);
+    groups.extend(
+        padded
+            .as_bytes()
+            .chunks(4)
+            .map(|c| group(std::str::from_utf8(c).unwrap_or("0"))),
+    );
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    let sign: u16 = if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    };
+    if groups.is_empty() {
+        weight = 0;
+    }
+    out.put_i16(groups.len() as i16);
+    out.put_i16(weight);
+    out.put_u16(sign);
+    out.put_i16(i16::try_from(frac.len()).ok()?);
+    for g in groups {
+        out.put_i16(g);
+    }
+    Some(())
 }
 
 /// PostgreSQL's float8 output: shortest round-trip digits, exponent outside 1e-4..1e15.
@@ -310,6 +460,52 @@ mod tests {
             b"\0\0\0\x08\0\0\0\0\0\0\x01\x02\xff\xff\xff\xff\0\0\0\x01\x01"
         );
         assert_eq!(text.field_count, 3);
+    }
+
+    #[test]
+    fn dates_times_and_numerics_encode_in_binary() {
+        let bin = |v: &str, ty| {
+            let mut out = BytesMut::new();
+            put_binary(&mut out, &Value::Text(v.into()), ty).map(|()| out.to_vec())
+        };
+        assert_eq!(
+            bin("2000-01-01", ColumnType::Date).unwrap(),
+            0i32.to_be_bytes()
+        );
+        assert_eq!(
+            bin("2024-02-29", ColumnType::Date).unwrap(),
+            8825i32.to_be_bytes()
+        );
+        assert_eq!(
+            bin("1999-12-31", ColumnType::Date).unwrap(),
+            (-1i32).to_be_bytes()
+        );
+        assert_eq!(
+            bin("01:00:00.5", ColumnType::Time).unwrap(),
+            3_600_500_000i64.to_be_bytes()
+        );
+        assert_eq!(
+            bin("2000-01-02 00:00:01", ColumnType::Timestamp).unwrap(),
+            86_401_000_000i64.to_be_bytes()
+        );
+        assert_eq!(
+            bin("0000-00-00", ColumnType::Date).unwrap_err().code,
+            "22008"
+        );
+        // 12345678.9012 -> digits 1234 5678 9012, weight 1, scale 4
+        assert_eq!(
+            bin("-12345678.9012", ColumnType::Numeric).unwrap(),
+            [0, 3, 0, 1, 0x40, 0, 0, 4, 0x04, 0xD2, 0x16, 0x2E, 0x23, 0x34]
+        );
+        // 0.05 -> digit 500 at weight -1, scale 2
+        assert_eq!(
+            bin("0.05", ColumnType::Numeric).unwrap(),
+            [0, 1, 0xFF, 0xFF, 0, 0, 0, 2, 0x01, 0xF4]
+        );
+        assert_eq!(
+            bin("0.00", ColumnType::Numeric).unwrap(),
+            [0, 0, 0, 0, 0, 0, 0, 2]
+        );
     }
 
     #[test]

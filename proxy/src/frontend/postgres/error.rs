@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use backends::pool::CheckoutError;
 use backends::BackendError;
 use pgwire::messages::response::ErrorResponse;
 
@@ -70,6 +71,10 @@ impl From<&BackendError> for PgError {
             BackendError::Statement { sqlstate, message } => {
                 PgError::error(*sqlstate, message.clone())
             }
+            // A MySQL query stopped by a cancel request (KILL QUERY).
+            BackendError::MySql { code: 1317, .. } => {
+                PgError::error("57014", "canceling statement due to user request")
+            }
             BackendError::Server { sqlstate, message }
             | BackendError::MySql {
                 sqlstate, message, ..
@@ -79,6 +84,22 @@ impl From<&BackendError> for PgError {
             }
             // The cause may name files or hosts; it goes to the log, not the client.
             BackendError::Unavailable(_) => PgError::error("08006", "backend unavailable"),
+        }
+    }
+}
+
+impl From<&CheckoutError> for PgError {
+    fn from(e: &CheckoutError) -> Self {
+        match e {
+            CheckoutError::Timeout(d) => PgError::error(
+                "53300",
+                format!(
+                    "no server connection became free within {:.1}s; the route's pool is exhausted",
+                    d.as_secs_f64()
+                ),
+            ),
+            // The reason names no address: "backend unavailable: TLS handshake: ...".
+            CheckoutError::Unavailable(e) => PgError::error("08006", e.to_string()),
         }
     }
 }

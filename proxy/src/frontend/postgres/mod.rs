@@ -20,7 +20,7 @@ use self::session::{End, Session};
 use self::startup::{Login, Opened, StartupError};
 use self::stream::{ClientStream, PgConn};
 use crate::metrics as m;
-use backends::sqlite::SqliteBackend;
+use backends::neutral::NeutralSession;
 
 use crate::state::{BackendHandle, CancelKey, CancelTarget, RouteEntry, State};
 
@@ -96,41 +96,56 @@ where
         return refuse(conn, PgError::fatal("53300", msg)).await;
     };
     match &route.backend {
-        BackendHandle::Sqlite(b) => serve_sqlite(conn, &login, &route, b, state, shutdown).await,
+        BackendHandle::Sqlite(b) => {
+            let backend = match b.connect().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(route = %route.name, error = %e, "backend connection failed");
+                    return refuse(conn, PgError::from(&e).into_fatal()).await;
+                }
+            };
+            let cancel = CancelTarget::Sqlite(backend.canceller());
+            let backend = NeutralSession::Sqlite(backend);
+            serve_neutral(conn, &login, &route, backend, cancel, state, shutdown).await
+        }
         BackendHandle::Postgres(pool) => {
             relay::serve(conn, &login, &route, pool, state, shutdown).await
         }
-        BackendHandle::Mysql(_) => {
-            let msg = format!(
-                "database \"{}\" is served by a MySQL backend, which PostgreSQL clients cannot reach yet",
-                route.name
-            );
-            refuse(conn, PgError::fatal("0A000", msg)).await
+        BackendHandle::Mysql(pool) => {
+            // A PostgreSQL client on a MySQL route holds one server connection for its
+            // whole session (session pooling), reset when the session ends.
+            let server = match pool.checkout().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(route = %route.name, error = %e, "no server connection");
+                    return refuse(conn, PgError::from(&e).into_fatal()).await;
+                }
+            };
+            let cancel = CancelTarget::Mysql {
+                pool: pool.clone(),
+                thread: server.id(),
+            };
+            let backend = NeutralSession::mysql(server);
+            serve_neutral(conn, &login, &route, backend, cancel, state, shutdown).await
         }
     }
 }
 
-async fn serve_sqlite<S>(
+/// A session whose backend answers with neutral results (SQLite, or MySQL/MariaDB for a
+/// PostgreSQL client).
+async fn serve_neutral<S>(
     conn: &mut PgConn<ClientStream<S>>,
     login: &Login,
     route: &RouteEntry,
-    backend: &SqliteBackend,
+    backend: NeutralSession,
+    cancel: CancelTarget,
     state: &State,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let backend = match backend.connect().await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(route = %route.name, error = %e, "backend connection failed");
-            return refuse(conn, PgError::from(&e).into_fatal()).await;
-        }
-    };
-    let key = state
-        .cancels
-        .register(CancelTarget::Sqlite(backend.canceller()));
+    let key = state.cancels.register(cancel);
     let params: Vec<(String, String)> = parameter_statuses(login)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

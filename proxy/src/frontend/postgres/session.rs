@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use backends::neutral::NeutralSession;
+use backends::result::Description;
 use backends::result::{ColumnType, ResultSet, Value};
-use backends::sqlite::{Description, SqliteSession};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
@@ -67,14 +68,14 @@ pub enum End {
 /// One client session against a neutral backend.
 pub struct Session<'a, S> {
     conn: &'a mut PgConn<S>,
-    backend: SqliteSession,
+    backend: NeutralSession,
     statements: HashMap<String, Arc<Prepared>>,
     portals: HashMap<String, Portal>,
     skip_until_sync: bool,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
-    pub fn new(conn: &'a mut PgConn<S>, backend: SqliteSession) -> Self {
+    pub fn new(conn: &'a mut PgConn<S>, backend: NeutralSession) -> Self {
         Session {
             conn,
             backend,
@@ -92,8 +93,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         }
     }
 
-    /// Runs until the client leaves, the connection fails, or shutdown is requested.
+    /// Runs until the client leaves, the connection fails, or shutdown is requested; then
+    /// closes the backend session (a server connection is reset before its reuse).
     pub async fn run(mut self, shutdown: &CancellationToken) -> Result<End, ReadError> {
+        let end = self.serve(shutdown).await;
+        self.backend.close().await;
+        end
+    }
+
+    async fn serve(&mut self, shutdown: &CancellationToken) -> Result<End, ReadError> {
         self.conn.send(&ReadyForQuery::new(self.status()));
         loop {
             if !self.conn.has_frame() {

@@ -19,20 +19,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let started = Instant::now();
         let mut server = match self.pool.checkout().await {
             Ok(s) => s,
-            Err(CheckoutError::Timeout(d)) => {
-                metrics::counter!(m::POOL_CHECKOUT_TIMEOUTS).increment(1);
-                tracing::warn!(state = ?self.pool.state(), "checkout timed out");
-                let msg = format!(
-                    "no server connection became free within {:.1}s; the route's pool is \
-                     exhausted",
-                    d.as_secs_f64()
-                );
-                return Err(PgError::error("53300", msg));
-            }
-            Err(CheckoutError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "no server connection");
-                // The reason names no address: "backend unavailable: TLS handshake: ...".
-                return Err(PgError::error("08006", e.to_string()));
+            Err(e) => {
+                if let CheckoutError::Timeout(_) = e {
+                    metrics::counter!(m::POOL_CHECKOUT_TIMEOUTS).increment(1);
+                    tracing::warn!(state = ?self.pool.state(), "checkout timed out");
+                } else {
+                    tracing::warn!(error = %e, "no server connection");
+                }
+                return Err(PgError::from(&e));
             }
         };
         self.checkout_wait.record(started.elapsed().as_secs_f64());

@@ -8,6 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+pub mod neutral;
+pub mod scan;
+
 pub use mysql_async;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
@@ -85,10 +88,16 @@ impl MyConn {
     }
 
     /// COM_RESET_CONNECTION: rolls back, drops temporary tables, locks, variables and
-    /// prepared statements. Marks the connection broken when that fails.
+    /// prepared statements (COM_CHANGE_USER on servers too old for it). Marks the
+    /// connection broken when that fails.
     pub async fn reset(&mut self) -> bool {
-        match self.conn.reset().await {
-            Ok(_) => {
+        let result = match self.conn.reset().await {
+            Ok(true) => Ok(()),
+            Ok(false) => self.conn.change_user(Default::default()).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
                 self.dirty = false;
                 true
             }

@@ -14,6 +14,9 @@ pub struct Scan {
     pub user_variables: bool,
     /// Named locks (`GET_LOCK(`) are taken.
     pub named_locks: bool,
+    /// For every statement, its first two words upper-cased and joined by a space
+    /// (`CREATE TABLE`, `SELECT`), empty when it starts with no word.
+    pub heads: Vec<String>,
 }
 
 pub fn scan(sql: &str) -> Scan {
@@ -23,6 +26,7 @@ pub fn scan(sql: &str) -> Scan {
     let mut in_statement = false;
     let mut exec_comment = false;
     let mut prev_word: Option<String> = None;
+    let mut head_words = 0;
     while i < b.len() {
         let c = b[i];
         match c {
@@ -32,6 +36,8 @@ pub fn scan(sql: &str) -> Scan {
                 if !in_statement {
                     in_statement = true;
                     out.statements += 1;
+                    out.heads.push(String::new());
+                    head_words = 2;
                 }
                 if c == b'`' && out.statements == 1 && out.words.len() < 4 {
                     let end = i.saturating_sub(1).max(start);
@@ -97,6 +103,8 @@ pub fn scan(sql: &str) -> Scan {
         if !in_statement {
             in_statement = true;
             out.statements += 1;
+            out.heads.push(String::new());
+            head_words = 0;
         }
         if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
@@ -106,6 +114,15 @@ pub fn scan(sql: &str) -> Scan {
             let word = sql[start..i].to_ascii_uppercase();
             if out.statements == 1 && out.words.len() < 4 {
                 out.words.push(word.clone());
+            }
+            if head_words < 2 {
+                if let Some(head) = out.heads.last_mut() {
+                    if !head.is_empty() {
+                        head.push(' ');
+                    }
+                    head.push_str(&word);
+                }
+                head_words += 1;
             }
             prev_word = Some(word);
             continue;
@@ -167,6 +184,12 @@ mod tests {
         assert_eq!(scan("SELECT 1 /*!; DROP TABLE t */").statements, 2);
         assert_eq!(scan("  ;  ; ").statements, 0);
         assert_eq!(scan("SELECT 'it''s;'; x").statements, 2);
+    }
+
+    #[test]
+    fn reads_the_head_of_every_statement() {
+        let s = scan("create table t (a int); insert into t values (1);\n select 1");
+        assert_eq!(s.heads, vec!["CREATE TABLE", "INSERT INTO", "SELECT"]);
     }
 
     #[test]
