@@ -6,13 +6,16 @@
 #               TESTS="oltp_point_select oltp_read_only"  TABLES=4  TABLE_SIZE=100000
 #               PS_MODE=auto (sysbench --db-ps-mode: auto = server-side prepared
 #               statements, disable = text queries)
+#               MODE=transaction (sluice's pool_mode: transaction | session)
+#               SLUICE_PREFIX="perf record -g -o /tmp/sluice.perf --" (runs sluice under it)
 #
-# Starts its own MariaDB (temp dir, free port) and sluice (release build, transaction
-# mode, a server pool of $POOL), clients logging in with mysql_native_password over
-# plaintext TCP to both. Each round runs every (test, threads) case against the two
-# targets back to back, in an order that alternates per round, so machine noise hits both
-# alike. Prints the median TPS per target and the ratio sluice/direct, and fails a run
-# whose sysbench reports errors.
+# Starts its own MariaDB (temp dir, free port), sluice (release build, transaction mode, a
+# server pool of $POOL) and HAProxy in TCP mode (the Debian package: a byte forwarder that
+# does no protocol work, so its ratio is the floor any proxy pays on this machine), clients
+# logging in with mysql_native_password over plaintext TCP. Each round runs every (test,
+# threads) case against the three targets back to back, in an order that rotates per
+# round, so machine noise hits all alike. Prints the median TPS per target and the ratios
+# sluice/direct and haproxy/direct, and fails a run whose sysbench reports errors.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,10 +27,11 @@ TESTS="${TESTS:-oltp_point_select oltp_read_only}"
 TABLES="${TABLES:-4}"
 TABLE_SIZE="${TABLE_SIZE:-100000}"
 PS_MODE="${PS_MODE:-auto}"
+MODE="${MODE:-transaction}"
 PASSWORD="bench-pw"
 
 need() {
-    if ! command -v "$1" >/dev/null 2>&1; then
+    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
         if [ "$(id -u)" = 0 ]; then
             apt-get install -y -q "$2" >/dev/null
         else
@@ -37,6 +41,7 @@ need() {
     fi
 }
 need sysbench sysbench
+need haproxy haproxy
 need mariadbd mariadb-server
 need mariadb mariadb-client
 
@@ -46,8 +51,8 @@ wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 WORK="$(mktemp -d /tmp/sluice-bench-my.XXXXXX)"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.5
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    sleep 1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -78,7 +83,7 @@ SB_COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=bench
 echo "== sysbench prepare: $TABLES tables of $TABLE_SIZE rows"
 sysbench oltp_read_only "${SB_COMMON[@]}" --mysql-port="$MYPORT" --threads=4 prepare >/dev/null
 
-echo "== starting sluice (pool $POOL, transaction mode)"
+echo "== starting sluice (pool $POOL, $MODE mode)"
 SLUICE_PORT="$(free_port)"
 NATIVE="$(printf '%s\n' "$PASSWORD" | "$SLUICE" passwd --mysql | tail -1)"
 SCRAM="$(printf '%s\n' "$PASSWORD" | "$SLUICE" passwd | tail -1)"
@@ -97,15 +102,32 @@ password = "$PASSWORD"
 [routes.bench]
 backend = "maria"
 database = "bench"
-pool_mode = "transaction"
+pool_mode = "$MODE"
 pool_size = $POOL
 max_clients = 500
 EOF
-"$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
+${SLUICE_PREFIX:-} "$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
 wait_port "$SLUICE_PORT"
 
-declare -A PORT=([direct]="$MYPORT" [sluice]="$SLUICE_PORT")
+HAPROXY_PORT="$(free_port)"
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen mariadb
+    bind 127.0.0.1:$HAPROXY_PORT
+    server maria 127.0.0.1:$MYPORT
+EOF
+"$(command -v haproxy || echo /usr/sbin/haproxy)" -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+wait_port "$HAPROXY_PORT"
+
+declare -A PORT=([direct]="$MYPORT" [sluice]="$SLUICE_PORT" [haproxy]="$HAPROXY_PORT")
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 run_one() { # target test threads
@@ -116,16 +138,17 @@ run_one() { # target test threads
     errors="$(echo "$out" | awk '/ignored errors:/{print $3}')"
     if [ -z "$tps" ] || [ "${errors:-1}" != 0 ] || echo "$out" | grep -q FATAL; then
         echo "   $1 $2 t=$3: FAILED: $(echo "$out" | grep -m1 -E 'FATAL|error' || true)" >&2
+        [ "$1" = sluice ] && tail -3 "$WORK/sluice.log" >&2
         tps="fail"
     fi
     echo "$2 $3 $1 $tps" >>"$RESULTS"
     printf '   %-7s %-18s t=%-3s %s\n' "$1" "$2" "$3" "$tps"
 }
 
-ORDERS=("direct sluice" "sluice direct")
+ORDERS=("direct sluice haproxy" "sluice haproxy direct" "haproxy direct sluice")
 for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
-    order="${ORDERS[$(((round - 1) % 2))]}"
+    order="${ORDERS[$(((round - 1) % 3))]}"
     for test in $TESTS; do
         for threads in $THREADS; do
             for target in $order; do run_one "$target" "$test" "$threads"; done
@@ -134,7 +157,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, ps-mode $PS_MODE, $(nproc) cores)"
+echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, $MODE mode, ps-mode $PS_MODE, $(nproc) cores)"
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 from collections import defaultdict
@@ -147,8 +170,8 @@ def median(vals):
     return statistics.median(ok) if len(ok) == len(vals) and ok else None
 fmt = lambda v: f"{v:10.0f}" if v is not None else "      fail"
 ratio = lambda a, b: f"{a / b:6.2f}" if a is not None and b else "   n/a"
-print(f"{'test':18} {'threads':>7} {'direct':>10} {'sluice':>10} {'s/dir':>6}")
+print(f"{'test':18} {'threads':>7} {'direct':>10} {'sluice':>10} {'haproxy':>10} {'s/dir':>6} {'h/dir':>6} {'s/h':>6}")
 for key in sorted({k[:2] for k in runs}):
-    d, s = (median(runs[key + (t,)]) for t in ("direct", "sluice"))
-    print(f"{key[0]:18} {key[1]:7d} {fmt(d)} {fmt(s)} {ratio(s, d)}")
+    d, s, h = (median(runs[key + (t,)]) for t in ("direct", "sluice", "haproxy"))
+    print(f"{key[0]:18} {key[1]:7d} {fmt(d)} {fmt(s)} {fmt(h)} {ratio(s, d)} {ratio(h, d)} {ratio(s, h)}")
 EOF

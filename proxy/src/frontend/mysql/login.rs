@@ -204,7 +204,16 @@ where
 {
     let entry = state.users.get(user);
     let native = entry.and_then(|e| e.mysql_native);
-    let wanted: &[u8] = if plugin == NATIVE && (native.is_some() || entry.is_none()) {
+    // mysql_native_password when the client asks for it, or when caching_sha2_password
+    // could only end in a refused full authentication (plaintext, nothing cached) and the
+    // user has a native verifier. Unknown users are treated like users with one.
+    let has_native = native.is_some() || entry.is_none();
+    let cached = state
+        .sha2_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(user);
+    let wanted: &[u8] = if has_native && (plugin == NATIVE || (!tls && !cached)) {
         NATIVE
     } else {
         SHA2

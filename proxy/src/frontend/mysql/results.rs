@@ -26,6 +26,8 @@ where
     tokio::pin!(fut);
     loop {
         tokio::select! {
+            // The answer first: it is often ready at once (rows already buffered).
+            biased;
             r = &mut fut => return Ok(r),
             // Bytes of a pipelined request stay buffered and are answered after this one.
             read = p.fill() => if read.is_err() {
