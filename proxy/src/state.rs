@@ -87,6 +87,8 @@ pub struct State {
     pub cancels: Arc<CancelRegistry>,
     /// `caching_sha2_password` fast-path verifiers, cached after a full authentication.
     pub sha2_cache: Mutex<HashMap<String, [u8; 32]>>,
+    /// Live MySQL sessions by connection id, for KILL.
+    pub mysql_sessions: Arc<crate::frontend::mysql::Sessions>,
 }
 
 /// Why state could not be built from a config.
@@ -171,6 +173,7 @@ impl State {
             routes,
             cancels: Arc::new(CancelRegistry::default()),
             sha2_cache: Mutex::new(HashMap::new()),
+            mysql_sessions: Arc::default(),
         })
     }
 }

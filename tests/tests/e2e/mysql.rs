@@ -16,10 +16,18 @@ struct Setup {
 
 impl Setup {
     async fn new(mode: &str, opts: &str) -> Setup {
+        Setup::with_users(mode, opts, &["alice"]).await
+    }
+
+    async fn with_users(mode: &str, opts: &str, users: &[&str]) -> Setup {
         let maria = Mariadb::shared().await;
         let db = maria.create_database("shop");
         let s = SluiceConfig {
             extra: my_route("shop", maria.port, &db, mode, opts),
+            users: users
+                .iter()
+                .map(|u| (u.to_string(), "scram-sha-256"))
+                .collect(),
             ..Default::default()
         }
         .start()
@@ -311,9 +319,76 @@ async fn a_client_killed_mid_transaction_leaves_no_lock() {
     let sleeping = t
         .maria
         .query(
-            "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%'",
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(600)%'",
         )
         .await
         .unwrap();
     assert_eq!(sleeping.trim(), "0", "the long query was killed");
+}
+
+#[tokio::test]
+async fn kill_takes_sluice_connection_ids() {
+    let t = Setup::with_users("transaction", "", &["alice", "bob"]).await;
+    let script = r#"
+import os, threading, time, pymysql
+def connect(user):
+    return pymysql.connect(host='127.0.0.1', port=int(os.environ['SPORT']), user=user,
+                           password=os.environ['PW'], database='shop', autocommit=True,
+                           ssl={'ca': os.environ['CA']})
+a, b, other = connect('alice'), connect('alice'), connect('bob')
+outcome = {}
+def sleeper():
+    started = time.time()
+    try:
+        cur = a.cursor()
+        cur.execute('SELECT SLEEP(30)')
+        outcome['rows'] = cur.fetchall()
+    except pymysql.err.MySQLError as e:
+        outcome['error'] = e.args[0]
+    outcome['secs'] = time.time() - started
+th = threading.Thread(target=sleeper)
+th.start()
+time.sleep(1)
+def code(conn, sql):
+    try:
+        conn.cursor().execute(sql)
+        return 0
+    except pymysql.err.MySQLError as e:
+        return e.args[0]
+print('other', code(other, f'KILL QUERY {a.thread_id()}'))
+print('missing', code(b, 'KILL QUERY 999999'))
+print('bad', code(b, 'KILL USER alice'))
+print('query', code(b, f'KILL QUERY {a.thread_id()}'))
+th.join(20)
+print('interrupted', outcome['secs'] < 15)
+print('connection', code(b, f'KILL {a.thread_id()}'))
+time.sleep(0.5)
+try:
+    a.cursor().execute('SELECT 1')
+    print('after', 'alive')
+except pymysql.err.MySQLError as e:
+    print('after', 'closed')
+"#;
+    let out = python(
+        script,
+        &[
+            ("CA", t.s.prepared.pki.ca_cert.display().to_string()),
+            ("SPORT", t.s.mysql.port().to_string()),
+            ("PW", PASSWORD.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        stdout_py(&out),
+        "other 1095\nmissing 1094\nbad 1064\nquery 0\ninterrupted True\nconnection 0\nafter closed\n"
+    );
+}
+
+fn stdout_py(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -3,6 +3,7 @@
 //! serves MySQL/MariaDB routes through pooled mysql_async connections and SQLite routes
 //! through the neutral result set.
 
+mod kill;
 pub mod login;
 mod neutral;
 pub mod packet;
@@ -22,6 +23,8 @@ use self::login::LoginError;
 use self::packet::Packets;
 use crate::metrics as m;
 use crate::state::State;
+
+pub use self::kill::Sessions;
 
 /// Why a client connection ended abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,7 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::kill::{self, Registration};
 use super::login::{self, Login};
 use super::neutral::{client_setup, neutral_column, write_neutral};
 use super::packet::{Packets, ReadError};
@@ -94,12 +95,13 @@ pub(super) struct Session<'a, S> {
     pub(super) statements: HashMap<u32, Prepared>,
     pub(super) next_statement: u32,
     recorder: Recorder,
+    registration: Registration,
 }
 
 pub(super) async fn serve<S>(
     mut p: Packets<S>,
     login: Login,
-    _id: u32,
+    id: u32,
     state: &State,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError>
@@ -123,6 +125,7 @@ where
     let mut s = Session {
         p,
         state,
+        registration: state.mysql_sessions.register(id, &login.user),
         user: login.user,
         multi_statements: login
             .capabilities
@@ -161,6 +164,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             let packet = tokio::select! {
                 r = self.p.read() => r,
+                _ = self.registration.kill.cancelled() => {
+                    let e = MyError::new(1927, "70100", "Connection was killed");
+                    self.p.reset_seq();
+                    write::err(&mut self.p, &e);
+                    self.p.close().await;
+                    return Ok(());
+                }
                 _ = shutdown.cancelled() => {
                     let e = MyError::new(1053, "08S01", "Server shutdown in progress");
                     self.p.reset_seq();
@@ -370,6 +380,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             c.last_used = Instant::now();
             *conn = None;
             *pinned = false;
+            self.registration.set_server(None);
         }
     }
 
@@ -419,6 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 let db = db.to_string();
                 return self.use_database(&db).await;
             }
+            ["KILL", ..] if scanned.statements == 1 => return self.kill(&sql).await,
             ["LOAD", "DATA", "LOCAL", ..] | ["LOAD", "XML", "LOCAL", ..] => {
                 self.error(MyError::new(
                     1148,
@@ -470,9 +482,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
+    /// KILL with a sluice connection id; other forms never reach the server, where they
+    /// could name another client's server thread.
+    async fn kill(&mut self, sql: &str) -> (Flow, bool) {
+        let Some(kill) = kill::parse(sql) else {
+            return self.fail(MyError::new(
+                1064,
+                "42000",
+                "KILL through sluice takes [QUERY | CONNECTION] and a connection id",
+            ));
+        };
+        match self.state.mysql_sessions.kill(&self.user, &kill).await {
+            Ok(()) => {
+                self.ok(OkInfo::default());
+                (Flow::Continue, true)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
     async fn query_mysql(&mut self, sql: &str) -> (Flow, bool) {
         let status = self.status;
-        let conn = match server(&mut self.target).await {
+        let conn = match server(&mut self.target, &self.registration).await {
             Ok(c) => c,
             Err(e) => return self.fail(e),
         };
@@ -505,6 +536,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     if c.broken {
                         *conn = None;
                         self.status = STATUS_AUTOCOMMIT;
+                        self.registration.set_server(None);
                     }
                 }
                 (Flow::Continue, ok)
@@ -516,6 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     c.broken = true;
                 }
                 *conn = None;
+                self.registration.set_server(None);
                 if let Err(e) = pool.run(&format!("KILL {thread}")).await {
                     tracing::warn!(error = %e, thread, "could not kill the server session of a vanished client");
                 }
@@ -592,7 +625,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let status = self.status;
         match &self.target {
             Target::Mysql { .. } => {
-                let conn = match server(&mut self.target).await {
+                let conn = match server(&mut self.target, &self.registration).await {
                     Ok(c) => c,
                     Err(e) => return self.fail(e),
                 };
@@ -718,7 +751,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             ));
             return (Flow::Continue, false);
         }
-        let conn = match server(&mut self.target).await {
+        let conn = match server(&mut self.target, &self.registration).await {
             Ok(c) => c,
             Err(e) => return self.fail(e),
         };
@@ -743,7 +776,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Err(e) => return self.fail(e),
         };
         let status = self.status;
-        let conn = match server(&mut self.target).await {
+        let conn = match server(&mut self.target, &self.registration).await {
             Ok(c) => c,
             Err(e) => return self.fail(e),
         };
@@ -753,15 +786,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 }
 
-/// Checks out a server connection when the session holds none.
-async fn server(target: &mut Target) -> Result<&mut PooledMyConn, MyError> {
+/// Checks out a server connection when the session holds none, and records it for KILL.
+async fn server<'a>(
+    target: &'a mut Target,
+    registration: &Registration,
+) -> Result<&'a mut PooledMyConn, MyError> {
     let Target::Mysql { pool, conn, .. } = target else {
         return Err(no_database());
     };
     if conn.is_none() {
         let started = Instant::now();
         match pool.checkout().await {
-            Ok(c) => *conn = Some(c),
+            Ok(c) => {
+                registration.set_server(Some((pool.clone(), c.id())));
+                *conn = Some(c);
+            }
             Err(CheckoutError::Timeout(d)) => {
                 metrics::counter!(crate::metrics::POOL_CHECKOUT_TIMEOUTS).increment(1);
                 return Err(MyError::new(
