@@ -349,13 +349,7 @@ impl ServerConn {
             match frame.tag() {
                 b'T' => rows.clear(),
                 b'D' => rows.push(data_row_text(frame.body())),
-                b'E' => {
-                    let body = frame.body();
-                    error = Some(BackendError::Server {
-                        sqlstate: wire::error_field(body, b'C').unwrap_or_default(),
-                        message: wire::error_field(body, b'M').unwrap_or_default(),
-                    });
-                }
+                b'E' => error = Some(wire::server_error(frame.body())),
                 b'Z' => {
                     self.status = frame.body().first().copied().unwrap_or(b'I');
                     return match error {

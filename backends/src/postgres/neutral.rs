@@ -54,7 +54,7 @@ fn neutral_value(text: String, oid: u32) -> Value {
             "-Infinity" => Value::Float(f64::NEG_INFINITY),
             _ => text.parse().map(Value::Float).unwrap_or(Value::Text(text)),
         },
-        ColumnType::Bytea => match text.strip_prefix("\\x").and_then(unhex) {
+        ColumnType::Bytea => match text.strip_prefix("\\x").and_then(wire::unhex) {
             Some(bytes) => Value::Bytes(bytes),
             None => Value::Text(text),
         },
@@ -64,16 +64,6 @@ fn neutral_value(text: String, oid: u32) -> Value {
         },
         _ => Value::Text(text),
     }
-}
-
-fn unhex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Column names and type OIDs of a RowDescription body.
@@ -158,13 +148,7 @@ impl ServerConn {
                         .collect();
                     results.push(ResultSet::from_tag(&tag, cols, std::mem::take(&mut rows)));
                 }
-                b'E' => {
-                    let body = frame.body();
-                    error = Some(BackendError::Server {
-                        sqlstate: wire::error_field(body, b'C').unwrap_or_default(),
-                        message: wire::error_field(body, b'M').unwrap_or_default(),
-                    });
-                }
+                b'E' => error = Some(wire::server_error(frame.body())),
                 b'G' => {
                     // COPY FROM STDIN: refuse it; the server answers with an error.
                     wire::put_message(self.queue(), b'f', |b| {

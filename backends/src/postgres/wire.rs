@@ -92,6 +92,25 @@ pub fn error_field(body: &[u8], code: u8) -> Option<String> {
     None
 }
 
+/// An ErrorResponse body as the server's statement error (SQLSTATE and message).
+pub fn server_error(body: &[u8]) -> crate::BackendError {
+    crate::BackendError::Server {
+        sqlstate: error_field(body, b'C').unwrap_or_default(),
+        message: error_field(body, b'M').unwrap_or_default(),
+    }
+}
+
+/// Bytes from hex digits (bytea's `\x...` text form without its prefix).
+pub fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Appends a simple Query message.
 pub fn put_query(out: &mut BytesMut, sql: &str) {
     put_message(out, b'Q', |b| put_cstr(b, sql.as_bytes()));

@@ -337,3 +337,42 @@ fn dummy_scram() -> &'static Verifier {
         Verifier::parse(&stored, AuthMethod::ScramSha256).expect("a fresh SCRAM verifier parses")
     })
 }
+
+/// COM_CHANGE_USER: user, auth data, database and auth plugin.
+pub(super) type ChangeUser = (String, Vec<u8>, Option<String>, Vec<u8>);
+
+/// Parses COM_CHANGE_USER.
+pub(super) fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    fn cstr<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let end = buf.iter().position(|&b| b == 0)?;
+        let (head, rest) = buf.split_at(end);
+        *buf = &rest[1..];
+        Some(head)
+    }
+    let mut rest = body;
+    let user = String::from_utf8_lossy(cstr(&mut rest)?).into_owned();
+    let data = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let (&len, tail) = rest.split_first()?;
+        let len = usize::from(len);
+        if tail.len() < len {
+            return None;
+        }
+        rest = &tail[len..];
+        tail[..len].to_vec()
+    } else {
+        cstr(&mut rest)?.to_vec()
+    };
+    let database = cstr(&mut rest)
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let mut plugin = b"mysql_native_password".to_vec();
+    if rest.len() >= 2 {
+        rest = &rest[2..];
+        if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+            if let Some(name) = cstr(&mut rest).filter(|n| !n.is_empty()) {
+                plugin = name.to_vec();
+            }
+        }
+    }
+    Some((user, data, database, plugin))
+}

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use backends::pool::CheckoutError;
 use backends::postgres::{PgPool, PooledServer};
 use backends::result::BatchOutcome;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,23 +17,10 @@ pub(super) async fn server<'a>(
     conn: &'a mut Option<Box<PooledServer>>,
 ) -> Result<&'a mut PooledServer, MyError> {
     if conn.is_none() {
-        let mut server = pool.checkout().await.map_err(|e| {
-            tracing::warn!(error = %e, "no server connection");
-            match e {
-                CheckoutError::Timeout(d) => {
-                    metrics::counter!(crate::metrics::POOL_CHECKOUT_TIMEOUTS).increment(1);
-                    MyError::new(
-                        1040,
-                        "08004",
-                        format!(
-                            "Too many connections: no server connection became free within {:.1}s",
-                            d.as_secs_f64()
-                        ),
-                    )
-                }
-                CheckoutError::Unavailable(e) => MyError::new(2013, "08S01", e.to_string()),
-            }
-        })?;
+        let mut server = pool
+            .checkout()
+            .await
+            .map_err(|e| super::session::checkout_failed(&e))?;
         if let Err(e) = server.prepare_neutral().await {
             server.broken = true;
             return Err(MyError::from(&e));

@@ -70,6 +70,23 @@ impl From<&backends::BackendError> for MyError {
     }
 }
 
+impl From<&backends::pool::CheckoutError> for MyError {
+    fn from(e: &backends::pool::CheckoutError) -> Self {
+        use backends::pool::CheckoutError as C;
+        match e {
+            C::Timeout(d) => MyError::new(
+                1040,
+                "08004",
+                format!(
+                    "Too many connections: no server connection became free within {:.1}s",
+                    d.as_secs_f64()
+                ),
+            ),
+            C::Unavailable(e) => MyError::new(2013, "08S01", e.to_string()),
+        }
+    }
+}
+
 /// A MySQL error code for a SQLSTATE reported by a non-MySQL backend.
 fn pg_code(sqlstate: &str) -> u16 {
     match sqlstate {

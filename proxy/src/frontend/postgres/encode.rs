@@ -1,6 +1,7 @@
 //! Neutral results to PostgreSQL messages, and Bind parameters to neutral values, following
 //! the type mapping in `backends::result`.
 
+use backends::postgres::wire::unhex;
 use backends::result::{Column, ColumnType, Value};
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
@@ -392,16 +393,6 @@ fn untyped_text(text: &str) -> Value {
         }
     }
     Value::Text(text.to_string())
-}
-
-fn unhex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn decode_binary(raw: &[u8], oid: u32) -> Result<Value, PgError> {

@@ -14,30 +14,30 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use backends::mysql::mysql_async::prelude::Queryable;
-use backends::mysql::mysql_async::Column as MyColumn;
 use backends::mysql::{MyPool, PooledMyConn};
 use backends::pool::CheckoutError;
 use backends::postgres::{PgPool, PooledServer};
-use backends::result::BatchOutcome;
 use backends::sqlite::SqliteSession;
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::kill::{self, Registration};
 use super::login::{self, Login};
-use super::neutral::{client_setup, neutral_column, write_neutral};
+use super::neutral::client_setup;
 use super::packet::{Packets, ReadError};
 use super::pg;
 use super::results::{stream_binary, stream_text, Vanished};
 use super::stmt::{self, Prepared};
-use super::write::{self, MyError, OkInfo, MORE_RESULTS, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
+use super::write::{self, MyError, OkInfo, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
 use super::ConnError;
 use crate::config::PoolMode;
 use crate::pipeline::Recorder;
 use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
 use backends::mysql::scan::scan;
+
+mod neutral_routes;
 
 const COM_QUIT: u8 = 0x01;
 const COM_INIT_DB: u8 = 0x02;
@@ -201,69 +201,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 continue;
             };
             let body = packet.slice_ref(body);
-            let (flow, ok) = match command {
-                COM_QUIT => return Ok(()),
-                COM_PING => {
-                    self.ok(OkInfo::default());
-                    (Flow::Continue, true)
-                }
-                COM_QUERY => self.query(body).await,
-                COM_INIT_DB => {
-                    let db = String::from_utf8_lossy(&body).into_owned();
-                    self.use_database(&db).await
-                }
-                COM_FIELD_LIST => self.field_list(body).await,
-                COM_SET_OPTION => {
-                    match body.first() {
-                        Some(0) => self.multi_statements = true,
-                        Some(1) => self.multi_statements = false,
-                        _ => {}
-                    }
-                    if body.len() == 2 && body[0] <= 1 {
-                        write::eof(&mut self.p, 0, self.status);
-                        (Flow::Continue, true)
-                    } else {
-                        self.error(MyError::new(1047, "08S01", "Unknown COM_SET_OPTION value"));
-                        (Flow::Continue, false)
-                    }
-                }
-                COM_RESET_CONNECTION => {
-                    self.statements.clear();
-                    self.reset_server().await;
-                    self.ok(OkInfo::default());
-                    (Flow::Continue, true)
-                }
-                COM_CHANGE_USER => self.change_user(body).await?,
-                COM_STMT_PREPARE => self.prepare(body).await,
-                COM_STMT_EXECUTE => self.execute(body).await,
-                COM_STMT_SEND_LONG_DATA => {
-                    stmt::send_long_data(self, &body);
-                    continue;
-                }
-                COM_STMT_CLOSE => {
-                    if body.len() >= 4 {
-                        let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-                        self.statements.remove(&id);
-                    }
-                    continue;
-                }
-                COM_STMT_RESET => {
-                    let found = stmt::reset(self, &body);
-                    if found {
-                        self.ok(OkInfo::default());
-                    } else {
-                        self.error(unknown_statement());
-                    }
-                    (Flow::Continue, found)
-                }
-                other => {
-                    self.error(MyError::new(
-                        1047,
-                        "08S01",
-                        format!("Unknown command (0x{other:02x})"),
-                    ));
-                    (Flow::Continue, false)
-                }
+            if command == COM_QUIT {
+                return Ok(());
+            }
+            let Some((flow, ok)) = self.dispatch(command, body).await? else {
+                continue;
             };
             self.recorder.record(ok, started);
             if let Flow::End = flow {
@@ -271,6 +213,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             self.after_request().await;
         }
+    }
+
+    /// Runs one command; `None` for the commands that get no answer.
+    async fn dispatch(
+        &mut self,
+        command: u8,
+        body: Bytes,
+    ) -> Result<Option<(Flow, bool)>, ConnError> {
+        Ok(Some(match command {
+            COM_PING => {
+                self.ok(OkInfo::default());
+                (Flow::Continue, true)
+            }
+            COM_QUERY => self.query(body).await,
+            COM_INIT_DB => {
+                let db = String::from_utf8_lossy(&body).into_owned();
+                self.use_database(&db).await
+            }
+            COM_FIELD_LIST => self.field_list(body).await,
+            COM_SET_OPTION => {
+                match body.first() {
+                    Some(0) => self.multi_statements = true,
+                    Some(1) => self.multi_statements = false,
+                    _ => {}
+                }
+                if body.len() == 2 && body[0] <= 1 {
+                    write::eof(&mut self.p, 0, self.status);
+                    (Flow::Continue, true)
+                } else {
+                    self.error(MyError::new(1047, "08S01", "Unknown COM_SET_OPTION value"));
+                    (Flow::Continue, false)
+                }
+            }
+            COM_RESET_CONNECTION => {
+                self.statements.clear();
+                self.reset_server().await;
+                self.ok(OkInfo::default());
+                (Flow::Continue, true)
+            }
+            COM_CHANGE_USER => self.change_user(body).await?,
+            COM_STMT_PREPARE => self.prepare(body).await,
+            COM_STMT_EXECUTE => self.execute(body).await,
+            COM_STMT_SEND_LONG_DATA => {
+                stmt::send_long_data(self, &body);
+                return Ok(None);
+            }
+            COM_STMT_CLOSE => {
+                if body.len() >= 4 {
+                    let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                    self.statements.remove(&id);
+                }
+                return Ok(None);
+            }
+            COM_STMT_RESET => {
+                let found = stmt::reset(self, &body);
+                if found {
+                    self.ok(OkInfo::default());
+                } else {
+                    self.error(unknown_statement());
+                }
+                (Flow::Continue, found)
+            }
+            other => {
+                self.error(MyError::new(
+                    1047,
+                    "08S01",
+                    format!("Unknown command (0x{other:02x})"),
+                ));
+                (Flow::Continue, false)
+            }
+        }))
     }
 
     pub(super) fn ok(&mut self, mut info: OkInfo) {
@@ -557,145 +570,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
-    async fn query_sqlite(&mut self, sql: String) -> (Flow, bool) {
-        let Target::Sqlite(session) = &self.target else {
-            return (Flow::Continue, false);
-        };
-        let outcome = session.execute_batch(sql).await;
-        let in_trans = session.in_transaction();
-        self.write_outcome(outcome, in_trans)
-    }
-
-    async fn query_postgres(&mut self, sql: &str) -> (Flow, bool) {
-        let Target::Postgres { pool, conn } = &mut self.target else {
-            return self.fail(no_database());
-        };
-        let server = match pg::server(pool, conn).await {
-            Ok(s) => s,
-            Err(e) => return self.fail(e),
-        };
-        let Ok(outcome) = pg::run(&mut self.p, server, sql).await else {
-            // The client is gone; the connection was cancelled and is dropped as broken.
-            *conn = None;
-            return (Flow::End, false);
-        };
-        let in_trans = server.status != b'I';
-        if server.broken {
-            *conn = None;
-        }
-        self.write_outcome(outcome, in_trans)
-    }
-
-    /// Writes the answers of a neutral backend: one result set or OK per statement that
-    /// ran, then the error that stopped the rest.
-    fn write_outcome(&mut self, outcome: BatchOutcome, in_trans: bool) -> (Flow, bool) {
-        self.status = if in_trans {
-            STATUS_IN_TRANS | STATUS_AUTOCOMMIT
-        } else {
-            STATUS_AUTOCOMMIT
-        };
-        let count = outcome.results.len();
-        for (i, result) in outcome.results.iter().enumerate() {
-            let more = i + 1 < count || outcome.error.is_some();
-            let status = self.status | if more { MORE_RESULTS } else { 0 };
-            write_neutral(&mut self.p, result, status);
-        }
-        match outcome.error {
-            Some(e) => {
-                self.error(MyError::from(&e));
-                (Flow::Continue, false)
-            }
-            None => {
-                if count == 0 {
-                    self.ok(OkInfo::default());
-                }
-                (Flow::Continue, true)
-            }
-        }
-    }
-
-    async fn field_list(&mut self, body: Bytes) -> (Flow, bool) {
-        let table = body.split(|&b| b == 0).next().unwrap_or_default();
-        let table = String::from_utf8_lossy(table);
-        let sql = if matches!(self.target, Target::Postgres { .. }) {
-            format!("SELECT * FROM \"{}\" LIMIT 0", table.replace('"', "\"\""))
-        } else {
-            format!("SELECT * FROM `{}` LIMIT 0", table.replace('`', "``"))
-        };
-        let status = self.status;
-        match &self.target {
-            Target::Mysql { .. } => {
-                let conn = match server(&mut self.target, &self.registration).await {
-                    Ok(c) => c,
-                    Err(e) => return self.fail(e),
-                };
-                let cols = match conn.conn.query_iter(sql.as_str()).await {
-                    Ok(qr) => {
-                        let cols = qr.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-                        let _ = qr.drop_result().await;
-                        Ok(cols)
-                    }
-                    Err(e) => Err(backends::mysql::error(e)),
-                };
-                match cols {
-                    Ok(cols) => {
-                        for col in cols.iter() {
-                            send_field(&mut self.p, col);
-                        }
-                        write::eof(&mut self.p, 0, status);
-                        (Flow::Continue, true)
-                    }
-                    Err(e) => {
-                        self.error(MyError::from(&e));
-                        (Flow::Continue, false)
-                    }
-                }
-            }
-            Target::Sqlite(_) | Target::Postgres { .. } => match self.describe_neutral(sql).await {
-                Ok(columns) => {
-                    for c in &columns {
-                        send_field(&mut self.p, &neutral_column(&c.name, c.ty));
-                    }
-                    write::eof(&mut self.p, 0, status);
-                    (Flow::Continue, true)
-                }
-                Err(e) => {
-                    self.error(e);
-                    (Flow::Continue, false)
-                }
-            },
-            Target::None => {
-                self.error(no_database());
-                (Flow::Continue, false)
-            }
-        }
-    }
-
-    /// Result columns of a query on a neutral route (for COM_FIELD_LIST).
-    async fn describe_neutral(
-        &mut self,
-        sql: String,
-    ) -> Result<Vec<backends::result::Column>, MyError> {
-        match &mut self.target {
-            Target::Sqlite(session) => session
-                .describe(sql)
-                .await
-                .map(|d| d.columns)
-                .map_err(|e| MyError::from(&e)),
-            Target::Postgres { pool, conn } => {
-                let server = pg::server(pool, conn).await?;
-                let mut outcome = server.neutral_batch(&sql).await;
-                match outcome.error {
-                    Some(e) => Err(MyError::from(&e)),
-                    None => Ok(outcome.results.pop().map(|r| r.columns).unwrap_or_default()),
-                }
-            }
-            _ => Err(no_database()),
-        }
-    }
-
     async fn change_user(&mut self, body: Bytes) -> Result<(Flow, bool), ConnError> {
-        let Some((user, data, database, plugin)) = parse_change_user(&body, self.capabilities)
+        let Some((user, data, database, plugin)) =
+            login::parse_change_user(&body, self.capabilities)
         else {
             self.error(MyError::new(1043, "08S01", "Bad handshake"));
             return Ok((Flow::End, false));
@@ -801,21 +678,7 @@ async fn server<'a>(
                 registration.set_server(Some((pool.clone(), c.id())));
                 *conn = Some(c);
             }
-            Err(CheckoutError::Timeout(d)) => {
-                metrics::counter!(crate::metrics::POOL_CHECKOUT_TIMEOUTS).increment(1);
-                return Err(MyError::new(
-                    1040,
-                    "08004",
-                    format!(
-                        "Too many connections: no server connection became free within {:.1}s",
-                        d.as_secs_f64()
-                    ),
-                ));
-            }
-            Err(CheckoutError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "no server connection");
-                return Err(MyError::new(2013, "08S01", e.to_string()));
-            }
+            Err(e) => return Err(checkout_failed(&e)),
         }
         metrics::histogram!(crate::metrics::POOL_CHECKOUT_WAIT)
             .record(started.elapsed().as_secs_f64());
@@ -823,54 +686,16 @@ async fn server<'a>(
     conn.as_mut().ok_or_else(no_database)
 }
 
-/// COM_CHANGE_USER: user, auth data, database and auth plugin.
-type ChangeUser = (String, Vec<u8>, Option<String>, Vec<u8>);
-
-/// Parses COM_CHANGE_USER.
-fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
-    fn cstr<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let end = buf.iter().position(|&b| b == 0)?;
-        let (head, rest) = buf.split_at(end);
-        *buf = &rest[1..];
-        Some(head)
+/// Counts and logs a failed checkout; the client's error for it.
+pub(super) fn checkout_failed(e: &CheckoutError) -> MyError {
+    if let CheckoutError::Timeout(_) = e {
+        metrics::counter!(crate::metrics::POOL_CHECKOUT_TIMEOUTS).increment(1);
     }
-    let mut rest = body;
-    let user = String::from_utf8_lossy(cstr(&mut rest)?).into_owned();
-    let data = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
-        let (&len, tail) = rest.split_first()?;
-        let len = usize::from(len);
-        if tail.len() < len {
-            return None;
-        }
-        rest = &tail[len..];
-        tail[..len].to_vec()
-    } else {
-        cstr(&mut rest)?.to_vec()
-    };
-    let database = cstr(&mut rest)
-        .filter(|d| !d.is_empty())
-        .map(|d| String::from_utf8_lossy(d).into_owned());
-    let mut plugin = b"mysql_native_password".to_vec();
-    if rest.len() >= 2 {
-        rest = &rest[2..];
-        if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
-            if let Some(name) = cstr(&mut rest).filter(|n| !n.is_empty()) {
-                plugin = name.to_vec();
-            }
-        }
-    }
-    Some((user, data, database, plugin))
+    tracing::warn!(error = %e, "no server connection");
+    MyError::from(e)
 }
 
-/// A COM_FIELD_LIST definition: a column definition ending with an (empty) default.
-fn send_field<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, col: &MyColumn) {
-    let mark = p.begin();
-    write::put_definition(p.buf(), col);
-    p.buf().put_u8(0xFB);
-    p.finish(mark);
-}
-
-fn no_database() -> MyError {
+pub(super) fn no_database() -> MyError {
     MyError::new(1046, "3D000", "No database selected")
 }
 
