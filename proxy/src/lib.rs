@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod classify;
 pub mod config;
 pub mod frontend;
 pub mod listener;
