@@ -1,7 +1,9 @@
 //! sluice: a database access proxy. This crate holds everything that faces clients and
 //! decides; `backends` dials out and `policies` decides access.
 
+pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod app;
 pub mod auth;
 pub mod classify;

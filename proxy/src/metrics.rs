@@ -17,6 +17,10 @@ pub const POOL_CONNECTIONS: &str = "sluice_pool_connections";
 pub const POOL_CHECKOUT_WAIT: &str = "sluice_pool_checkout_wait_seconds";
 pub const POOL_CHECKOUT_TIMEOUTS: &str = "sluice_pool_checkout_timeouts_total";
 pub const SERVER_CONNECT_FAILURES: &str = "sluice_server_connect_failures_total";
+pub const POLICY_DENIALS: &str = "sluice_policy_denials_total";
+pub const AUDIT_DROPPED: &str = "sluice_audit_dropped_total";
+pub const RELOADS: &str = "sluice_reloads_total";
+pub const RELOAD_FAILURES: &str = "sluice_reload_failures_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -48,6 +52,10 @@ fn describe() {
     describe_counter!(CONNECTIONS_ACCEPTED, "Client connections accepted.");
     describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
     describe_counter!(AUTH_FAILURES, "Failed client logins, by reason.");
+    describe_counter!(POLICY_DENIALS, "Statements refused by access policy, by protocol.");
+    describe_counter!(AUDIT_DROPPED, "Audit events not written, by reason.");
+    describe_counter!(RELOADS, "Configuration reloads applied.");
+    describe_counter!(RELOAD_FAILURES, "Configuration reloads refused; the old state stayed.");
     describe_counter!(LOGINS, "Successful client logins.");
     describe_counter!(QUERIES, "Client requests, by outcome (ok, error).");
     describe_histogram!(

@@ -14,6 +14,10 @@ use bytes::Bytes;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsAcceptor;
 
+use arc_swap::ArcSwap;
+
+use crate::access::AccessState;
+use crate::audit::AuditSink;
 use crate::auth::Verifier;
 use crate::config::{
     AuthMethod, Backend, BackendKind, BackendTls, Config, PoolMode, Route, TlsMode,
@@ -26,6 +30,7 @@ pub struct UserEntry {
     /// SHA1(SHA1(password)) for MySQL's `mysql_native_password`, when configured.
     pub mysql_native: Option<[u8; 20]>,
     pub connections: Arc<Limit>,
+    pub rules: crate::access::ConnectionRules,
 }
 
 /// What serves a route.
@@ -41,6 +46,8 @@ pub enum BackendHandle {
 /// A client-visible database name and what serves it.
 pub struct RouteEntry {
     pub name: String,
+    /// The database name on the backend (MySQL names resolve in it).
+    pub database: String,
     pub backend: BackendHandle,
     pub pool_mode: PoolMode,
     pub clients: Arc<Limit>,
@@ -69,6 +76,10 @@ impl Limit {
         })
     }
 
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
     /// Takes a slot, or `None` when the limit is reached.
     pub fn enter(self: &Arc<Self>) -> Option<LimitSlot> {
         let prev = self.count.fetch_add(1, Ordering::AcqRel);
@@ -82,7 +93,8 @@ pub struct State {
     pub config: Config,
     pub tls: Option<TlsAcceptor>,
     pub tls_mode: TlsMode,
-    pub users: HashMap<String, UserEntry>,
+    /// Users, policies and audit: replaced whole by a reload.
+    pub access: ArcSwap<AccessState>,
     pub routes: HashMap<String, Arc<RouteEntry>>,
     pub cancels: Arc<CancelRegistry>,
     /// `caching_sha2_password` fast-path verifiers, cached after a full authentication.
@@ -105,29 +117,17 @@ pub enum StateError {
     BackendConfig { name: String, message: String },
     #[error("users.{0}.password: {1}")]
     Verifier(String, crate::auth::VerifierError),
+    #[error(transparent)]
+    Policy(#[from] policies::PolicyError),
+    #[error("audit.sink: {0}")]
+    Audit(std::io::Error),
 }
 
 impl State {
     /// Builds state: parses verifiers, loads certificates, opens (and seeds) backends.
     pub fn build(config: Config) -> Result<State, StateError> {
         let tls = crate::tls::server_config(&config.tls)?.map(TlsAcceptor::from);
-        let mut users = HashMap::new();
-        for (name, user) in &config.users {
-            let verifier = Verifier::parse(&user.password, user.auth)
-                .map_err(|e| StateError::Verifier(name.clone(), e))?;
-            users.insert(
-                name.clone(),
-                UserEntry {
-                    method: user.auth,
-                    verifier,
-                    mysql_native: user
-                        .mysql_native_password
-                        .as_deref()
-                        .and_then(crate::auth::mysql::parse_native),
-                    connections: Limit::new(user.max_connections),
-                },
-            );
-        }
+        let access = State::build_access(&config, None)?;
         let mut sqlite: HashMap<&str, SqliteBackend> = HashMap::new();
         for (name, b) in &config.backends {
             if b.kind == BackendKind::Sqlite {
@@ -159,6 +159,7 @@ impl State {
             };
             let entry = RouteEntry {
                 name: name.clone(),
+                database: r.database.clone().unwrap_or_else(|| name.clone()),
                 backend,
                 pool_mode: r.pool_mode,
                 clients: Limit::new(r.max_clients),
@@ -169,13 +170,125 @@ impl State {
             tls_mode: config.tls.mode,
             config,
             tls,
-            users,
+            access: ArcSwap::from_pointee(access),
             routes,
             cancels: Arc::new(CancelRegistry::default()),
             sha2_cache: Mutex::new(HashMap::new()),
             mysql_sessions: Arc::default(),
         })
     }
+}
+
+impl State {
+    /// The users, policy and audit sink of `config`. Connection counters of users that
+    /// stay are kept; an audit sink with unchanged settings is kept.
+    pub fn build_access(
+        config: &Config,
+        previous: Option<&AccessState>,
+    ) -> Result<AccessState, StateError> {
+        let mut users = HashMap::new();
+        for (name, user) in &config.users {
+            let verifier = Verifier::parse(&user.password, user.auth)
+                .map_err(|e| StateError::Verifier(name.clone(), e))?;
+            let connections = previous
+                .and_then(|p| p.users.get(name))
+                .filter(|u| u.connections.max() == user.max_connections)
+                .map(|u| u.connections.clone())
+                .unwrap_or_else(|| Limit::new(user.max_connections));
+            users.insert(
+                name.clone(),
+                UserEntry {
+                    method: user.auth,
+                    verifier,
+                    mysql_native: user
+                        .mysql_native_password
+                        .as_deref()
+                        .and_then(crate::auth::mysql::parse_native),
+                    connections,
+                    rules: crate::access::ConnectionRules::from_config(user),
+                },
+            );
+        }
+        let policy = AccessState::policy_from(config)?;
+        if policy.is_none() && !config.users.is_empty() {
+            tracing::warn!("no [policy] configured: every authenticated user may run any statement");
+        }
+        let settings = format!("{:?}", config.audit);
+        let audit = match previous.and_then(|p| p.audit.as_ref()) {
+            Some(a) if a.settings == settings => Some(a.clone()),
+            _ => AuditSink::start(&config.audit).map_err(StateError::Audit)?,
+        };
+        Ok(AccessState {
+            users,
+            policy,
+            unparsed_allowed: AccessState::unparsed_from(config),
+            audit,
+            generation: previous.map_or(0, |p| p.generation + 1),
+        })
+    }
+
+    /// The current users, policy and audit sink.
+    pub fn access(&self) -> arc_swap::Guard<Arc<AccessState>> {
+        self.access.load()
+    }
+
+    /// Reads the config file again and swaps in its users, policies and audit settings.
+    /// On any error the running state stays as it was. Returns what was applied.
+    pub fn reload(&self) -> Result<String, String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(msg) => {
+                metrics::counter!(crate::metrics::RELOADS, "outcome" => "ok").increment(1);
+                tracing::info!(result = %msg, "configuration reloaded");
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::RELOAD_FAILURES).increment(1);
+                tracing::error!(error = %e, "reload failed; the previous configuration stays");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<String, String> {
+        let path = self
+            .config
+            .source
+            .as_deref()
+            .ok_or("this instance was not started from a config file")?;
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let current = self.access.load_full();
+        let next = State::build_access(&config, Some(&current)).map_err(|e| e.to_string())?;
+        let rules = next.policy.as_ref().map_or(0, |p| p.rules());
+        self.access.store(Arc::new(next));
+        let mut msg = format!(
+            "reloaded {} users and {rules} policy rules",
+            config.users.len()
+        );
+        let fixed = [
+            ("listeners", format!("{:?}", config.listeners) != format!("{:?}", self.config.listeners)),
+            ("tls", format!("{:?}", config.tls) != format!("{:?}", self.config.tls)),
+            ("backends", format!("{:?}", config.backends) != format!("{:?}", self.config.backends)),
+            ("routes", route_shape(&config) != route_shape(&self.config)),
+            ("server", format!("{:?}", config.server) != format!("{:?}", self.config.server)),
+        ];
+        let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
+        if !changed.is_empty() {
+            msg.push_str(&format!(
+                "; changes to [{}] take effect at restart",
+                changed.join("], [")
+            ));
+        }
+        Ok(msg)
+    }
+}
+
+/// Routes without the settings a reload applies (`unparsed`).
+fn route_shape(config: &Config) -> String {
+    let mut routes = config.routes.clone();
+    for r in routes.values_mut() {
+        r.unparsed = crate::config::Unparsed::Deny;
+    }
+    format!("{routes:?}")
 }
 
 fn secs(v: f64) -> Option<Duration> {

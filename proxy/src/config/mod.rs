@@ -31,6 +31,66 @@ pub struct Config {
     pub backends: BTreeMap<String, Backend>,
     #[serde(default)]
     pub routes: BTreeMap<String, Route>,
+    /// Access policies; without this table every authenticated user may run anything.
+    pub policy: Option<PolicyFiles>,
+    #[serde(default)]
+    pub audit: Audit,
+    /// The file this config was read from (for reload).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// The casbin model and policy files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFiles {
+    /// The model file; defaults to the model sluice ships (`policies/model.conf`).
+    pub model: Option<PathBuf>,
+    /// Policy files (casbin CSV: `p, subject, route, object, action, allow|deny` and
+    /// `g, user, role, route`), read in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Where audit events go and what they hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    pub enabled: bool,
+    /// `stdout` or a file path (appended to).
+    pub sink: String,
+    /// `digest`: a hash of the statement text; `full`: the text too.
+    pub statements: AuditStatements,
+    /// `best_effort`: drop events when the sink is full or failing (counted);
+    /// `strict`: refuse new statements while events cannot be written.
+    pub mode: AuditMode,
+    /// Events buffered before the sink is considered full.
+    pub buffer: usize,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            enabled: false,
+            sink: "stdout".into(),
+            statements: AuditStatements::Digest,
+            mode: AuditMode::BestEffort,
+            buffer: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditStatements {
+    Digest,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditMode {
+    BestEffort,
+    Strict,
 }
 
 /// Process-wide settings.
@@ -133,6 +193,15 @@ pub struct User {
     /// Most connections this user may hold at once (0 = no limit).
     #[serde(default)]
     pub max_connections: u32,
+    /// Client networks this user may connect from (CIDR); empty: any.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Refuse this user's plaintext connections even when `tls.mode` allows them.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Routes this user may use (names or glob patterns); empty: every route.
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 /// The kinds of backend sluice can reach.
@@ -233,6 +302,19 @@ pub struct Route {
     /// Most prepared statements sluice keeps per server connection (transaction mode).
     #[serde(default = "default_statement_cache")]
     pub statement_cache_size: usize,
+    /// With policies on: what happens to statements sluice cannot classify. `deny`
+    /// (default) or `allow` (unsafe: such statements skip the policy check).
+    #[serde(default)]
+    pub unparsed: Unparsed,
+}
+
+/// What happens to statements that cannot be classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unparsed {
+    #[default]
+    Deny,
+    Allow,
 }
 
 fn default_checkout_timeout() -> f64 {
@@ -281,7 +363,9 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml(&text, path, base)
+        let mut config = Config::from_toml(&text, path, base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates config text; `origin` names it in errors and `base` anchors
@@ -310,6 +394,17 @@ impl Config {
         };
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
+        if let Some(policy) = &mut self.policy {
+            fix(&mut policy.model);
+            for f in &mut policy.files {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
+        if self.audit.sink != "stdout" && Path::new(&self.audit.sink).is_relative() {
+            self.audit.sink = base.join(&self.audit.sink).display().to_string();
+        }
         for backend in self.backends.values_mut() {
             fix(&mut backend.path);
             fix(&mut backend.seed);

@@ -24,6 +24,19 @@ pub fn validate(config: &Config) -> Result<(), Problem> {
             }
         }
     }
+    for (name, user) in &config.users {
+        for (i, net) in user.networks.iter().enumerate() {
+            if crate::access::Cidr::parse(net).is_none() {
+                return Err((
+                    format!("users.{name}.networks[{i}]"),
+                    format!("{net:?} is not an address or a network like 10.0.0.0/8"),
+                ));
+            }
+        }
+    }
+    if config.audit.buffer == 0 {
+        return Err(("audit.buffer".into(), "must be at least 1".into()));
+    }
     for (name, backend) in &config.backends {
         check_backend(name, backend)?;
     }

@@ -202,7 +202,8 @@ pub async fn authenticate<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let entry = state.users.get(user);
+    let access = state.access.load_full();
+    let entry = access.users.get(user);
     let native = entry.and_then(|e| e.mysql_native);
     // mysql_native_password when the client asks for it, or when caching_sha2_password
     // could only end in a refused full authentication (plaintext, nothing cached) and the
@@ -298,7 +299,8 @@ where
         _ => &answer[..],
     };
     let password = String::from_utf8_lossy(password);
-    let entry = state.users.get(user);
+    let access = state.access.load_full();
+    let entry = access.users.get(user);
     let ok = match entry {
         Some(e) => {
             e.verifier.check_cleartext(user, &password)

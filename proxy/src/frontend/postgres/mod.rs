@@ -90,7 +90,11 @@ where
         let msg = format!("too many connections for database \"{}\"", route.name);
         return refuse(conn, PgError::fatal("53300", msg)).await;
     };
-    let user_slot = state.users.get(&login.user).map(|u| u.connections.enter());
+    let user_slot = state
+        .access()
+        .users
+        .get(&login.user)
+        .map(|u| u.connections.enter());
     let Some(Some(_user_slot)) = user_slot else {
         let msg = format!("too many connections for role \"{}\"", login.user);
         return refuse(conn, PgError::fatal("53300", msg)).await;

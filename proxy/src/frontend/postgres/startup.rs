@@ -151,7 +151,8 @@ where
         .unwrap_or_else(|| user.clone());
     negotiate_version(conn, startup.protocol_number_minor, &mut params);
 
-    let (method, verifier) = match state.users.get(&user) {
+    let access = state.access.load_full();
+    let (method, verifier) = match access.users.get(&user) {
         Some(u) => (u.method, Some(&u.verifier)),
         None => (AuthMethod::ScramSha256, None),
     };

@@ -108,7 +108,11 @@ pub(super) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let user_slot = state.users.get(&login.user).map(|u| u.connections.enter());
+    let user_slot = state
+        .access()
+        .users
+        .get(&login.user)
+        .map(|u| u.connections.enter());
     let Some(Some(_user_slot)) = user_slot else {
         let e = MyError::new(
             1203,

@@ -1,0 +1,452 @@
+//! Access control: connection rules checked at login and the policy check of every
+//! statement. The part that reload replaces ([`AccessState`]: users, their rules, the
+//! policy) is built off to the side and swapped whole; a session keeps its own classification
+//! state ([`SessionPolicy`]: search path, SQL-level prepared statements).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use policies::{AccessRequest, Action, Decision, Policy};
+
+use crate::audit::AuditSink;
+use crate::classify::{self, Access, Classified, Dialect, Effect, Scope};
+use crate::config::{Config, Unparsed};
+use crate::state::UserEntry;
+
+/// An IPv4 or IPv6 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `::1/128`, or a bare address.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        if self.addr.is_ipv4() != ip.is_ipv4() {
+            return false;
+        }
+        let shift = if self.addr.is_ipv4() { 32 } else { 128 } - u32::from(self.prefix);
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (shift + if self.addr.is_ipv4() { 96 } else { 0 })
+        };
+        bits(self.addr) & mask == bits(ip) & mask
+    }
+}
+
+/// Where and how a user may connect.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionRules {
+    pub networks: Vec<Cidr>,
+    pub require_tls: bool,
+    pub routes: Vec<String>,
+}
+
+impl ConnectionRules {
+    pub fn from_config(user: &crate::config::User) -> ConnectionRules {
+        ConnectionRules {
+            networks: user.networks.iter().filter_map(|n| Cidr::parse(n)).collect(),
+            require_tls: user.require_tls,
+            routes: user.routes.clone(),
+        }
+    }
+
+    /// Whether the user may use `route`.
+    pub fn allows_route(&self, route: &str) -> bool {
+        self.routes.is_empty() || self.routes.iter().any(|p| glob(p, route))
+    }
+
+    /// Why a connection from `peer` (over TLS or not) to `route` is refused, if it is.
+    pub fn refuse(&self, peer: Option<SocketAddr>, tls: bool, route: &str) -> Option<String> {
+        if self.require_tls && !tls {
+            return Some("this user must connect with TLS".into());
+        }
+        if !self.networks.is_empty() {
+            let inside = peer.is_some_and(|p| self.networks.iter().any(|n| n.contains(p.ip())));
+            if !inside {
+                return Some("this user may not connect from this address".into());
+            }
+        }
+        if !self.allows_route(route) {
+            return Some(format!("this user may not use database \"{route}\""));
+        }
+        None
+    }
+}
+
+/// `*` and `?` wildcards over a whole name.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// The reloadable part of the running state.
+pub struct AccessState {
+    pub users: HashMap<String, UserEntry>,
+    /// None: no `[policy]` configured; statements are not checked.
+    pub policy: Option<Policy>,
+    /// Routes whose unclassifiable statements skip the check (`unparsed = "allow"`).
+    pub unparsed_allowed: HashSet<String>,
+    /// The audit log (None: off).
+    pub audit: Option<Arc<AuditSink>>,
+    /// Bumped by every reload: prepared statements checked under an older one are
+    /// checked again before they run.
+    pub generation: u64,
+}
+
+impl AccessState {
+    /// Builds the policy part from a config (users are added by the caller).
+    pub fn policy_from(config: &Config) -> Result<Option<Policy>, policies::PolicyError> {
+        config
+            .policy
+            .as_ref()
+            .map(|p| Policy::load(p.model.as_deref(), &p.files))
+            .transpose()
+    }
+
+    pub fn unparsed_from(config: &Config) -> HashSet<String> {
+        config
+            .routes
+            .iter()
+            .filter(|(_, r)| r.unparsed == Unparsed::Allow)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// A statement refused by policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The action and object refused (None: the statement could not be classified).
+    pub access: Option<Access>,
+    pub reason: String,
+}
+
+impl Denial {
+    /// The message for the client: the action, the object and the reason.
+    pub fn message(&self) -> String {
+        match &self.access {
+            Some(a) => format!(
+                "permission denied: {} on {} ({})",
+                a.action, a.object, self.reason
+            ),
+            None => self.reason.clone(),
+        }
+    }
+}
+
+/// A permitted request: what it was classified as (for audit and later re-checks).
+#[derive(Debug, Clone)]
+pub struct Permit {
+    pub generation: u64,
+    pub statements: Vec<Classified>,
+}
+
+/// One client session's view of access control.
+pub struct SessionPolicy {
+    pub user: String,
+    pub route: String,
+    pub protocol: &'static str,
+    pub peer: Option<SocketAddr>,
+    pub dialect: Dialect,
+    /// MySQL: the current database; SQLite: unused.
+    pub database: String,
+    /// PostgreSQL: every schema an unqualified name may resolve to (empty: public).
+    search_path: Vec<String>,
+    /// SQL-level prepared statements and what they access.
+    prepared: HashMap<String, Vec<Access>>,
+}
+
+impl SessionPolicy {
+    pub fn new(
+        user: &str,
+        route: &str,
+        protocol: &'static str,
+        peer: Option<SocketAddr>,
+        dialect: Dialect,
+        database: &str,
+    ) -> SessionPolicy {
+        SessionPolicy {
+            user: user.to_string(),
+            route: route.to_string(),
+            protocol,
+            peer,
+            dialect,
+            database: database.to_string(),
+            search_path: Vec::new(),
+            prepared: HashMap::new(),
+        }
+    }
+
+    /// Starts from a search_path given at login (`options=-c search_path=...`).
+    pub fn with_search_path(mut self, value: Option<&str>) -> SessionPolicy {
+        if let Some(v) = value {
+            self.search_path = split_path(v);
+        }
+        self
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            dialect: self.dialect,
+            search_path: &self.search_path,
+            database: &self.database,
+        }
+    }
+
+    /// Checks one request (which may hold several statements) and records the decision
+    /// in the audit log. Nothing of a denied request may be sent to the backend.
+    pub fn check(
+        &mut self,
+        access: &AccessState,
+        sql: &str,
+        in_transaction: bool,
+    ) -> Result<Permit, Denial> {
+        let started = Instant::now();
+        let auditing = access.audit.is_some();
+        if access.policy.is_none() && !auditing {
+            return Ok(Permit {
+                generation: access.generation,
+                statements: Vec::new(),
+            });
+        }
+        if let Some(reason) = access.audit.as_ref().and_then(|a| a.refusing()) {
+            return Err(Denial {
+                access: None,
+                reason,
+            });
+        }
+        let classified = classify::classify(sql, &self.scope());
+        let result = match (&access.policy, classified) {
+            (None, Ok(statements)) => Ok(statements),
+            (None, Err(_)) => Ok(Vec::new()),
+            (Some(_), Err(e)) if access.unparsed_allowed.contains(&self.route) => {
+                tracing::debug!(reason = %e.0, "unclassified statement allowed by route");
+                Ok(Vec::new())
+            }
+            (Some(_), Err(e)) => Err(Denial {
+                access: None,
+                reason: if e.0.starts_with("statement not supported") {
+                    e.0
+                } else {
+                    format!("statement not supported by access policy: {}", e.0)
+                },
+            }),
+            (Some(policy), Ok(statements)) => self
+                .decide(policy, &statements)
+                .map(|()| statements),
+        };
+        if let Some(sink) = &access.audit {
+            let (statements, decision) = match &result {
+                Ok(s) => (s.as_slice(), Ok(())),
+                Err(d) => (&[][..], Err(d)),
+            };
+            sink.record(sink.statement(self, sql, statements, decision, started));
+        }
+        let statements = result?;
+        self.apply(&statements, in_transaction);
+        Ok(Permit {
+            generation: access.generation,
+            statements,
+        })
+    }
+
+    /// Checks a request classified earlier again (a prepared statement after a reload).
+    pub fn recheck(&mut self, access: &AccessState, permit: &Permit) -> Result<(), Denial> {
+        match &access.policy {
+            Some(policy) => self.decide(policy, &permit.statements),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the user may switch to `route` (MySQL `USE`, COM_INIT_DB).
+    pub fn may_use(&self, access: &AccessState, route: &str) -> bool {
+        access
+            .users
+            .get(&self.user)
+            .is_some_and(|u| u.rules.allows_route(route))
+    }
+
+    fn decide(&self, policy: &Policy, statements: &[Classified]) -> Result<(), Denial> {
+        for stmt in statements {
+            let prepared;
+            let accesses: &[Access] = match &stmt.executes {
+                Some(name) => match self.prepared.get(name) {
+                    Some(a) => a,
+                    None => {
+                        return Err(Denial {
+                            access: None,
+                            reason: format!(
+                                "prepared statement \"{name}\" was not prepared through sluice"
+                            ),
+                        })
+                    }
+                },
+                None => {
+                    prepared = stmt
+                        .effects
+                        .iter()
+                        .filter_map(|e| match e {
+                            Effect::Prepare { accesses, .. } => Some(accesses.as_slice()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .cloned()
+                        .chain(stmt.accesses.iter().cloned())
+                        .collect::<Vec<_>>();
+                    &prepared
+                }
+            };
+            for a in accesses {
+                let decision = policy.check(&AccessRequest {
+                    subject: &self.user,
+                    domain: &self.route,
+                    object: &a.object,
+                    action: a.action,
+                });
+                if let Decision::Denied { reason } = decision {
+                    return Err(Denial {
+                        access: Some(a.clone()),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies what permitted statements change for later classification. Changes whose
+    /// fate is unknown (inside a transaction that may roll back, SET LOCAL) widen the
+    /// search path instead of replacing it, so a name is checked in every schema it may
+    /// resolve to.
+    fn apply(&mut self, statements: &[Classified], in_transaction: bool) {
+        let mut uncertain = in_transaction;
+        for stmt in statements {
+            if stmt.action == Action::Transaction {
+                uncertain = true;
+            }
+            for effect in &stmt.effects {
+                match effect {
+                    Effect::SearchPath { schemas, local } => {
+                        let mut next = if schemas.is_empty() {
+                            vec!["public".to_string()]
+                        } else {
+                            schemas.clone()
+                        };
+                        if uncertain || *local {
+                            let old = if self.search_path.is_empty() {
+                                vec!["public".to_string()]
+                            } else {
+                                self.search_path.clone()
+                            };
+                            for s in old {
+                                if !next.contains(&s) {
+                                    next.push(s);
+                                }
+                            }
+                        }
+                        self.search_path = next;
+                    }
+                    Effect::Prepare { name, accesses } => {
+                        self.prepared.insert(name.clone(), accesses.clone());
+                    }
+                    Effect::Deallocate(Some(name)) => {
+                        self.prepared.remove(name);
+                    }
+                    Effect::Deallocate(None) => self.prepared.clear(),
+                }
+            }
+        }
+    }
+}
+
+fn split_path(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|p| {
+            let p = p.trim();
+            match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(q) => q.to_string(),
+                None => p.to_lowercase(),
+            }
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The search_path a PostgreSQL client set at login, if any (`search_path` or
+/// `options=-c search_path=...`).
+pub fn startup_search_path(params: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    if let Some(v) = params.get("search_path") {
+        return Some(v.clone());
+    }
+    let options = params.get("options")?;
+    let idx = options.find("search_path=")?;
+    let rest = &options[idx + "search_path=".len()..];
+    Some(rest.split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// An `Arc` of the current access state.
+pub type Current = Arc<AccessState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_match_addresses() {
+        let n = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6 = Cidr::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn route_globs() {
+        assert!(glob("sales_*", "sales_eu"));
+        assert!(!glob("sales_*", "hr"));
+        assert!(glob("*", "x"));
+        assert!(glob("a?c", "abc"));
+    }
+}
