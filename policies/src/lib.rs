@@ -142,7 +142,9 @@ pub struct Policy {
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Policy").field("rules", &self.rules).finish()
+        f.debug_struct("Policy")
+            .field("rules", &self.rules)
+            .finish()
     }
 }
 

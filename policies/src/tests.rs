@@ -136,7 +136,10 @@ fn bad_lines_are_refused_with_their_place() {
         assert!(msg.contains(want), "{line}: {msg}");
     }
     let err = Policy::from_text("[request_definition]\nr = sub\n", &[]).unwrap_err();
-    assert!(matches!(err, PolicyError::Model(_) | PolicyError::Casbin(_)), "{err}");
+    assert!(
+        matches!(err, PolicyError::Model(_) | PolicyError::Casbin(_)),
+        "{err}"
+    );
 }
 
 #[test]

@@ -69,7 +69,11 @@ pub struct ConnectionRules {
 impl ConnectionRules {
     pub fn from_config(user: &crate::config::User) -> ConnectionRules {
         ConnectionRules {
-            networks: user.networks.iter().filter_map(|n| Cidr::parse(n)).collect(),
+            networks: user
+                .networks
+                .iter()
+                .filter_map(|n| Cidr::parse(n))
+                .collect(),
             require_tls: user.require_tls,
             routes: user.routes.clone(),
         }
@@ -81,7 +85,12 @@ impl ConnectionRules {
     }
 
     /// Why a connection from `peer` (over TLS or not) to `route` is refused, if it is.
-    pub fn refuse(&self, peer: Option<SocketAddr>, tls: bool, route: &str) -> Option<String> {
+    pub fn refuse(
+        &self,
+        peer: Option<SocketAddr>,
+        tls: bool,
+        route: Option<&str>,
+    ) -> Option<String> {
         if self.require_tls && !tls {
             return Some("this user must connect with TLS".into());
         }
@@ -91,10 +100,61 @@ impl ConnectionRules {
                 return Some("this user may not connect from this address".into());
             }
         }
-        if !self.allows_route(route) {
+        if let Some(route) = route.filter(|r| !self.allows_route(r)) {
             return Some(format!("this user may not use database \"{route}\""));
         }
         None
+    }
+}
+
+/// Checks a logged-in user's connection rules for `route` and records the login in the
+/// audit log. Returns why the connection is refused.
+pub fn admit(
+    state: &crate::state::State,
+    protocol: &str,
+    user: &str,
+    peer: Option<SocketAddr>,
+    tls: bool,
+    route: Option<&str>,
+) -> Result<(), String> {
+    let access = state.access();
+    let refused = match access.users.get(user) {
+        Some(u) => u.rules.refuse(peer, tls, route),
+        None => Some("unknown user".into()),
+    };
+    if let Some(sink) = &access.audit {
+        sink.record(crate::audit::login_event(
+            protocol,
+            user,
+            peer,
+            route.unwrap_or(""),
+            refused.as_deref().map_or(Ok(()), Err),
+        ));
+    }
+    if refused.is_some() {
+        metrics::counter!(crate::metrics::AUTH_FAILURES, "protocol" => protocol.to_string(), "reason" => "rules")
+            .increment(1);
+    }
+    refused.map_or(Ok(()), Err)
+}
+
+/// Records a failed authentication (wrong password, unknown user) in the audit log.
+pub fn audit_failed_login(
+    state: &crate::state::State,
+    protocol: &str,
+    user: &str,
+    peer: Option<SocketAddr>,
+    route: &str,
+    reason: &str,
+) {
+    if let Some(sink) = &state.access().audit {
+        sink.record(crate::audit::login_event(
+            protocol,
+            user,
+            peer,
+            route,
+            Err(reason),
+        ));
     }
 }
 
@@ -264,9 +324,7 @@ impl SessionPolicy {
                     format!("statement not supported by access policy: {}", e.0)
                 },
             }),
-            (Some(policy), Ok(statements)) => self
-                .decide(policy, &statements)
-                .map(|()| statements),
+            (Some(policy), Ok(statements)) => self.decide(policy, &statements).map(|()| statements),
         };
         if let Some(sink) = &access.audit {
             let (statements, decision) = match &result {
@@ -415,6 +473,81 @@ pub fn startup_search_path(params: &std::collections::BTreeMap<String, String>) 
     let idx = options.find("search_path=")?;
     let rest = &options[idx + "search_path=".len()..];
     Some(rest.split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// What `sluice policy check` prints: the classification of each statement and the
+/// decision for `user` on `route` under the config's policy. Returns the text and whether
+/// the request is permitted.
+pub fn explain(
+    config: &Config,
+    user: &str,
+    route: &str,
+    sql: &str,
+) -> Result<(String, bool), String> {
+    use std::fmt::Write;
+    let r = config
+        .routes
+        .get(route)
+        .ok_or_else(|| format!("no route named {route:?} in the config"))?;
+    let kind = config.backends.get(&r.backend).map(|b| b.kind);
+    let dialect = match kind {
+        Some(crate::config::BackendKind::Postgres) => Dialect::Postgres,
+        Some(crate::config::BackendKind::Mysql) => Dialect::Mysql,
+        _ => Dialect::Sqlite,
+    };
+    let database = r.database.clone().unwrap_or_else(|| route.to_string());
+    let policy = AccessState::policy_from(config).map_err(|e| e.to_string())?;
+    let access = AccessState {
+        users: HashMap::new(),
+        unparsed_allowed: AccessState::unparsed_from(config),
+        policy,
+        audit: None,
+        generation: 0,
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "route: {route} ({dialect:?}, database {database})");
+    if let Some(u) = config.users.get(user) {
+        if let Some(reason) = ConnectionRules::from_config(u).refuse(None, true, Some(route)) {
+            let _ = writeln!(out, "login: refused: {reason}");
+        }
+    } else {
+        let _ = writeln!(out, "login: no user named {user:?} in the config");
+    }
+    match classify::classify(
+        sql,
+        &Scope {
+            dialect,
+            search_path: &[],
+            database: &database,
+        },
+    ) {
+        Ok(stmts) => {
+            for (i, s) in stmts.iter().enumerate() {
+                let _ = writeln!(out, "statement {}: {}", i + 1, s.action);
+                for a in &s.accesses {
+                    let _ = writeln!(out, "  {} {}", a.action, a.object);
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "unclassified: {}", e.0);
+        }
+    }
+    if access.policy.is_none() {
+        let _ = writeln!(out, "decision: permit (no [policy] configured)");
+        return Ok((out, true));
+    }
+    let mut session = SessionPolicy::new(user, route, "cli", None, dialect, &database);
+    match session.check(&access, sql, false) {
+        Ok(_) => {
+            let _ = writeln!(out, "decision: permit");
+            Ok((out, true))
+        }
+        Err(d) => {
+            let _ = writeln!(out, "decision: deny: {}", d.message());
+            Ok((out, false))
+        }
+    }
 }
 
 /// An `Arc` of the current access state.

@@ -1,9 +1,13 @@
-//! Admin HTTP listener: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text).
+//! Admin HTTP listener: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text),
+//! `POST /reload` (users, policies and audit settings from the config file).
 //!
 //! A deliberately small HTTP/1.1 server: one request per connection, bounded header size
 //! and read time.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::state::State;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,7 +18,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves admin requests until shutdown.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -24,8 +28,9 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
         match accepted {
             Ok((stream, _)) => {
                 let shutdown = shutdown.clone();
+                let state = state.clone();
                 tracker.spawn(async move {
-                    if let Err(e) = handle(stream, &shutdown).await {
+                    if let Err(e) = handle(stream, state, &shutdown).await {
                         tracing::debug!(error = %e, "admin request failed");
                     }
                 });
@@ -40,7 +45,11 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
     tracker.wait().await;
 }
 
-async fn handle(mut stream: TcpStream, shutdown: &CancellationToken) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    state: Arc<State>,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let head = tokio::time::timeout(READ_TIMEOUT, async {
         loop {
@@ -87,6 +96,27 @@ async fn handle(mut stream: TcpStream, shutdown: &CancellationToken) -> std::io:
         ("GET", "/metrics") => {
             let body = crate::metrics::render();
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        ("POST", "/reload") => {
+            let outcome = tokio::task::spawn_blocking(move || state.reload()).await;
+            match outcome {
+                Ok(Ok(msg)) => {
+                    respond(&mut stream, "200 OK", "text/plain", &format!("{msg}\n")).await
+                }
+                Ok(Err(e)) => {
+                    let body = format!("reload failed; the previous configuration stays: {e}\n");
+                    respond(&mut stream, "422 Unprocessable Entity", "text/plain", &body).await
+                }
+                Err(_) => {
+                    respond(
+                        &mut stream,
+                        "500 Internal Server Error",
+                        "text/plain",
+                        "reload failed\n",
+                    )
+                    .await
+                }
+            }
         }
         ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
         _ => {

@@ -16,6 +16,7 @@ pub struct Running {
     pub postgres_addr: Option<SocketAddr>,
     pub mysql_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    pub state: Arc<State>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -57,7 +58,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "postgres",
             shutdown.clone(),
             tracker.clone(),
-            move |stream, _peer| crate::frontend::postgres::handle(stream, st.clone(), sd.clone()),
+            move |stream, peer| {
+                crate::frontend::postgres::handle(stream, Some(peer), st.clone(), sd.clone())
+            },
         )));
     }
     let mut mysql_addr = None;
@@ -70,7 +73,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "mysql",
             shutdown.clone(),
             tracker.clone(),
-            move |stream, _peer| crate::frontend::mysql::handle(stream, st.clone(), sd.clone()),
+            move |stream, peer| {
+                crate::frontend::mysql::handle(stream, Some(peer), st.clone(), sd.clone())
+            },
         )));
     }
     tokio::spawn(sample_pools(state.clone(), shutdown.clone()));
@@ -80,6 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_addr = Some(listener.local_addr()?);
         listeners.push(tokio::spawn(crate::admin::serve(
             listener,
+            state.clone(),
             shutdown.clone(),
         )));
     }
@@ -105,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         postgres_addr,
         mysql_addr,
         admin_addr,
+        state,
         shutdown,
         done,
     })
@@ -120,6 +127,20 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(config).await?;
     let token = running.shutdown_token();
+    let state = running.state.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = token.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = stop.cancelled() => return,
+            }
+            tracing::info!("SIGHUP: reloading the configuration");
+            let state = state.clone();
+            let _ = tokio::task::spawn_blocking(move || state.reload()).await;
+        }
+    });
     tokio::select! {
         _ = shutdown.cancelled() => token.cancel(),
         _ = token.cancelled() => {}

@@ -12,8 +12,8 @@ use std::ops::ControlFlow;
 
 use policies::Action;
 use sqlparser::ast::{
-    self, CopySource, CopyTarget, Expr, FromTable, ObjectName, ObjectNamePart, ObjectType,
-    Query, Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    self, CopySource, CopyTarget, Expr, FromTable, ObjectName, ObjectNamePart, ObjectType, Query,
+    Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
 };
 use sqlparser::dialect::{Dialect as SqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
@@ -109,9 +109,7 @@ fn has_executable_comment(sql: &str) -> bool {
             None => {
                 if matches!(c, b'\'' | b'"' | b'`') {
                     quote = Some(c);
-                } else if c == b'/'
-                    && (b[i..].starts_with(b"/*!") || b[i..].starts_with(b"/*M!"))
-                {
+                } else if c == b'/' && (b[i..].starts_with(b"/*!") || b[i..].starts_with(b"/*M!")) {
                     return true;
                 }
             }
@@ -342,9 +340,9 @@ impl Walk<'_, '_> {
                         std::iter::once(&t.relation)
                             .chain(t.joins.iter().map(|j| &j.relation))
                             .any(|f| match f {
-                                TableFactor::Table {
-                                    alias: Some(a), ..
-                                } => n.len() == 1 && self.scope.fold(&a.name) == n[0],
+                                TableFactor::Table { alias: Some(a), .. } => {
+                                    n.len() == 1 && self.scope.fold(&a.name) == n[0]
+                                }
                                 _ => false,
                             })
                     });
@@ -427,8 +425,7 @@ impl Walk<'_, '_> {
             Statement::Drop {
                 object_type, names, ..
             } => match object_type {
-                ObjectType::Schema | ObjectType::Database | ObjectType::Role
-                | ObjectType::User => {
+                ObjectType::Schema | ObjectType::Database | ObjectType::Role | ObjectType::User => {
                     self.set_action(Admin);
                     self.access(Admin, "*");
                 }
@@ -559,7 +556,11 @@ impl Walk<'_, '_> {
             }
             other => {
                 let text = other.to_string();
-                let head: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                let head: String = text
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.unsupported(format!("statement not supported by access policy: {head}"));
             }
         }
@@ -616,7 +617,9 @@ impl Walk<'_, '_> {
                 Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
                 Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()),
                 _ => {
-                    self.unsupported(format!("SELECT ... INTO {t} is not supported by access policy"));
+                    self.unsupported(format!(
+                        "SELECT ... INTO {t} is not supported by access policy"
+                    ));
                     continue;
                 }
             };
@@ -640,8 +643,7 @@ impl Walk<'_, '_> {
         } else if SEQUENCE_WRITES.contains(&base) && qualified_ok {
             // nextval('seq') / setval('seq', n): an update of the sequence named.
             let seq = args.and_then(first_string_arg);
-            match seq.and_then(|s| parse(&format!("SELECT * FROM {s}"), self.scope.dialect).ok())
-            {
+            match seq.and_then(|s| parse(&format!("SELECT * FROM {s}"), self.scope.dialect).ok()) {
                 Some(stmts) => {
                     let mut names = Vec::new();
                     let _ = ast::visit_relations(&stmts, |r| {
@@ -679,12 +681,10 @@ fn first_string_arg(args: &ast::FunctionArguments) -> Option<String> {
         return None;
     };
     match list.args.first()? {
-        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Value(v))) => {
-            match &v.value {
-                ast::Value::SingleQuotedString(s) => Some(s.clone()),
-                _ => None,
-            }
-        }
+        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+            ast::Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -751,7 +751,11 @@ impl Visitor for Walk<'_, '_> {
                 names,
                 visible: 0,
                 recursive: with.recursive,
-                ctes: with.cte_tables.iter().map(|c| &*c.query as *const Query).collect(),
+                ctes: with
+                    .cte_tables
+                    .iter()
+                    .map(|c| &*c.query as *const Query)
+                    .collect(),
             });
         }
         if let SetExpr::Select(select) = &*q.body {
@@ -846,40 +850,237 @@ const SEQUENCE_WRITES: &[&str] = &["nextval", "setval"];
 
 /// Built-in functions known to read no table and change nothing.
 const SAFE: &[&str] = &[
-    "abs", "acos", "age", "array_agg", "array_length", "array_to_string", "ascii", "asin",
-    "atan", "avg", "bit_and", "bit_length", "bit_or", "bool_and", "bool_or", "btrim", "cardinality",
-    "cast", "cbrt", "ceil", "ceiling", "char", "char_length", "character_length", "chr",
-    "coalesce", "col_description", "concat", "concat_ws", "connection_id", "convert", "cos",
-    "count", "cume_dist", "curdate", "current_database", "current_date", "current_schema",
-    "current_schemas", "current_setting", "current_time", "current_timestamp", "current_user",
-    "curtime", "database", "date", "date_add", "date_format", "date_part", "date_sub",
-    "date_trunc", "datediff", "day", "dayname", "dayofmonth", "dayofweek", "dayofyear",
-    "decode", "degrees", "dense_rank", "div", "elt", "encode", "every", "exp", "extract",
-    "field", "first_value", "floor", "format", "format_type", "found_rows", "from_unixtime",
-    "gen_random_uuid", "generate_series", "greatest", "group_concat", "has_table_privilege",
-    "hex", "hour", "if", "ifnull", "initcap", "instr", "isnull", "json_agg", "json_array",
-    "json_build_array", "json_build_object", "json_extract", "json_object", "json_unquote",
-    "json_value", "jsonb_agg", "jsonb_build_array", "jsonb_build_object", "jsonb_pretty",
-    "lag", "last_day", "last_insert_id", "last_value", "lastval", "lcase", "lead", "least",
-    "left", "length", "ln", "localtime", "localtimestamp", "locate", "log", "log10", "log2",
-    "lower", "lpad", "ltrim", "make_date", "make_interval", "max", "md5", "min", "minute",
-    "mod", "month", "monthname", "now", "nth_value", "ntile", "nullif", "obj_description",
-    "octet_length", "percent_rank", "percentile_cont", "percentile_disc", "pg_backend_pid",
-    "pg_encoding_to_char", "pg_get_constraintdef", "pg_get_expr", "pg_get_indexdef",
-    "pg_get_userbyid", "pg_get_viewdef", "pg_is_in_recovery", "pg_relation_size",
-    "pg_size_pretty", "pg_sleep", "pg_table_is_visible", "pg_total_relation_size",
-    "pg_typeof", "pi", "position", "pow", "power", "quarter", "quote_ident", "quote_literal",
-    "radians", "random", "rank", "regexp_like", "regexp_match", "regexp_matches",
-    "regexp_replace", "regexp_split_to_array", "regexp_substr", "repeat", "replace", "reverse",
-    "right", "round", "row_count", "row_number", "rpad", "rtrim", "schema", "second",
-    "session_user", "sha1", "sha2", "sign", "sin", "sleep", "space", "split_part", "sqrt",
-    "statement_timestamp", "stddev", "stddev_pop", "stddev_samp", "str_to_date", "strftime",
-    "string_agg", "strpos", "substr", "substring", "substring_index", "sum", "sysdate",
-    "tan", "timeofday", "timestamp", "timestampdiff", "to_char", "to_date", "to_hex",
-    "to_json", "to_jsonb", "to_number", "to_timestamp", "transaction_timestamp", "translate",
-    "trim", "trunc", "truncate", "typeof", "ucase", "unhex", "unix_timestamp", "unnest",
-    "upper", "user", "utc_timestamp", "uuid", "var_pop", "var_samp", "variance", "version",
-    "week", "weekday", "year", "yearweek",
+    "abs",
+    "acos",
+    "age",
+    "array_agg",
+    "array_length",
+    "array_to_string",
+    "ascii",
+    "asin",
+    "atan",
+    "avg",
+    "bit_and",
+    "bit_length",
+    "bit_or",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "cardinality",
+    "cast",
+    "cbrt",
+    "ceil",
+    "ceiling",
+    "char",
+    "char_length",
+    "character_length",
+    "chr",
+    "coalesce",
+    "col_description",
+    "concat",
+    "concat_ws",
+    "connection_id",
+    "convert",
+    "cos",
+    "count",
+    "cume_dist",
+    "curdate",
+    "current_database",
+    "current_date",
+    "current_schema",
+    "current_schemas",
+    "current_setting",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "curtime",
+    "database",
+    "date",
+    "date_add",
+    "date_format",
+    "date_part",
+    "date_sub",
+    "date_trunc",
+    "datediff",
+    "day",
+    "dayname",
+    "dayofmonth",
+    "dayofweek",
+    "dayofyear",
+    "decode",
+    "degrees",
+    "dense_rank",
+    "div",
+    "elt",
+    "encode",
+    "every",
+    "exp",
+    "extract",
+    "field",
+    "first_value",
+    "floor",
+    "format",
+    "format_type",
+    "found_rows",
+    "from_unixtime",
+    "gen_random_uuid",
+    "generate_series",
+    "greatest",
+    "group_concat",
+    "has_table_privilege",
+    "hex",
+    "hour",
+    "if",
+    "ifnull",
+    "initcap",
+    "instr",
+    "isnull",
+    "json_agg",
+    "json_array",
+    "json_build_array",
+    "json_build_object",
+    "json_extract",
+    "json_object",
+    "json_unquote",
+    "json_value",
+    "jsonb_agg",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "jsonb_pretty",
+    "lag",
+    "last_day",
+    "last_insert_id",
+    "last_value",
+    "lastval",
+    "lcase",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "locate",
+    "log",
+    "log10",
+    "log2",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "make_interval",
+    "max",
+    "md5",
+    "min",
+    "minute",
+    "mod",
+    "month",
+    "monthname",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "obj_description",
+    "octet_length",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "pg_backend_pid",
+    "pg_encoding_to_char",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_indexdef",
+    "pg_get_userbyid",
+    "pg_get_viewdef",
+    "pg_is_in_recovery",
+    "pg_relation_size",
+    "pg_size_pretty",
+    "pg_sleep",
+    "pg_table_is_visible",
+    "pg_total_relation_size",
+    "pg_typeof",
+    "pi",
+    "position",
+    "pow",
+    "power",
+    "quarter",
+    "quote_ident",
+    "quote_literal",
+    "radians",
+    "random",
+    "rank",
+    "regexp_like",
+    "regexp_match",
+    "regexp_matches",
+    "regexp_replace",
+    "regexp_split_to_array",
+    "regexp_substr",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_count",
+    "row_number",
+    "rpad",
+    "rtrim",
+    "schema",
+    "second",
+    "session_user",
+    "sha1",
+    "sha2",
+    "sign",
+    "sin",
+    "sleep",
+    "space",
+    "split_part",
+    "sqrt",
+    "statement_timestamp",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "str_to_date",
+    "strftime",
+    "string_agg",
+    "strpos",
+    "substr",
+    "substring",
+    "substring_index",
+    "sum",
+    "sysdate",
+    "tan",
+    "timeofday",
+    "timestamp",
+    "timestampdiff",
+    "to_char",
+    "to_date",
+    "to_hex",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_timestamp",
+    "transaction_timestamp",
+    "translate",
+    "trim",
+    "trunc",
+    "truncate",
+    "typeof",
+    "ucase",
+    "unhex",
+    "unix_timestamp",
+    "unnest",
+    "upper",
+    "user",
+    "utc_timestamp",
+    "uuid",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "version",
+    "week",
+    "weekday",
+    "year",
+    "yearweek",
 ];
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 pub mod access;
 pub mod admin;
-pub mod audit;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod classify;
 pub mod config;

@@ -38,6 +38,27 @@ enum Command {
         #[arg(long, default_value_t = proxy::auth::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Access policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print how a statement is classified and whether the user may run it on the route.
+    /// Exits 0 when permitted, 1 when denied, 2 on a bad config or policy.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        route: String,
+        /// The SQL, as a client would send it (several statements allowed).
+        sql: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +70,15 @@ fn main() -> ExitCode {
             mysql,
             iterations,
         }) => passwd(md5.as_deref(), mysql, iterations),
+        Some(Command::Policy {
+            command:
+                PolicyCommand::Check {
+                    config,
+                    user,
+                    route,
+                    sql,
+                },
+        }) => policy_check(&config, &user, &route, &sql),
         None => match cli.config {
             Some(path) => run(&path, cli.log_json),
             None => {
@@ -58,6 +88,30 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn policy_check(file: &std::path::Path, user: &str, route: &str, sql: &str) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match proxy::access::explain(&config, user, route, sql) {
+        Ok((text, permitted)) => {
+            print!("{text}");
+            if permitted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -52,10 +52,16 @@ fn describe() {
     describe_counter!(CONNECTIONS_ACCEPTED, "Client connections accepted.");
     describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
     describe_counter!(AUTH_FAILURES, "Failed client logins, by reason.");
-    describe_counter!(POLICY_DENIALS, "Statements refused by access policy, by protocol.");
+    describe_counter!(
+        POLICY_DENIALS,
+        "Statements refused by access policy, by protocol."
+    );
     describe_counter!(AUDIT_DROPPED, "Audit events not written, by reason.");
     describe_counter!(RELOADS, "Configuration reloads applied.");
-    describe_counter!(RELOAD_FAILURES, "Configuration reloads refused; the old state stayed.");
+    describe_counter!(
+        RELOAD_FAILURES,
+        "Configuration reloads refused; the old state stayed."
+    );
     describe_counter!(LOGINS, "Successful client logins.");
     describe_counter!(QUERIES, "Client requests, by outcome (ok, error).");
     describe_histogram!(

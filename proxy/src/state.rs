@@ -211,7 +211,9 @@ impl State {
         }
         let policy = AccessState::policy_from(config)?;
         if policy.is_none() && !config.users.is_empty() {
-            tracing::warn!("no [policy] configured: every authenticated user may run any statement");
+            tracing::warn!(
+                "no [policy] configured: every authenticated user may run any statement"
+            );
         }
         let settings = format!("{:?}", config.audit);
         let audit = match previous.and_then(|p| p.audit.as_ref()) {
@@ -265,11 +267,23 @@ impl State {
             config.users.len()
         );
         let fixed = [
-            ("listeners", format!("{:?}", config.listeners) != format!("{:?}", self.config.listeners)),
-            ("tls", format!("{:?}", config.tls) != format!("{:?}", self.config.tls)),
-            ("backends", format!("{:?}", config.backends) != format!("{:?}", self.config.backends)),
+            (
+                "listeners",
+                format!("{:?}", config.listeners) != format!("{:?}", self.config.listeners),
+            ),
+            (
+                "tls",
+                format!("{:?}", config.tls) != format!("{:?}", self.config.tls),
+            ),
+            (
+                "backends",
+                format!("{:?}", config.backends) != format!("{:?}", self.config.backends),
+            ),
             ("routes", route_shape(&config) != route_shape(&self.config)),
-            ("server", format!("{:?}", config.server) != format!("{:?}", self.config.server)),
+            (
+                "server",
+                format!("{:?}", config.server) != format!("{:?}", self.config.server),
+            ),
         ];
         let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
         if !changed.is_empty() {

@@ -53,20 +53,31 @@ fn reads_resolve_names_like_the_backend() {
         ("SELECT 1", &["select:"]),
         ("SELECT * FROM orders", &["select: select public.orders"]),
         ("select * from ORDERS", &["select: select public.orders"]),
-        ("SELECT * FROM \"Orders\"", &["select: select public.Orders"]),
-        ("SELECT * FROM Sales.Orders o JOIN public.items i ON true", &[
-            "select: select public.items select sales.orders",
-        ]),
+        (
+            "SELECT * FROM \"Orders\"",
+            &["select: select public.Orders"],
+        ),
+        (
+            "SELECT * FROM Sales.Orders o JOIN public.items i ON true",
+            &["select: select public.items select sales.orders"],
+        ),
         ("SELECT * FROM db.s.t", &["select: select s.t"]),
         (
             "SELECT (SELECT max(x) FROM a) FROM b WHERE EXISTS (SELECT 1 FROM c)",
             &["select: select public.a select public.b select public.c"],
         ),
-        ("SELECT * FROM a UNION SELECT * FROM b", &[
-            "select: select public.a select public.b",
-        ]),
-        ("SELECT * FROM v_report", &["select: select public.v_report"]),
-        ("SELECT 1; SELECT * FROM t", &["select:", "select: select public.t"]),
+        (
+            "SELECT * FROM a UNION SELECT * FROM b",
+            &["select: select public.a select public.b"],
+        ),
+        (
+            "SELECT * FROM v_report",
+            &["select: select public.v_report"],
+        ),
+        (
+            "SELECT 1; SELECT * FROM t",
+            &["select:", "select: select public.t"],
+        ),
     ];
     for (sql, want) in cases {
         assert_eq!(pg(sql), *want, "{sql}");
@@ -76,22 +87,28 @@ fn reads_resolve_names_like_the_backend() {
 #[test]
 fn cte_names_are_not_tables_only_where_visible() {
     let cases: &[(&str, &[&str])] = &[
-        ("WITH x AS (SELECT * FROM orders) SELECT * FROM x", &[
-            "select: select public.orders",
-        ]),
+        (
+            "WITH x AS (SELECT * FROM orders) SELECT * FROM x",
+            &["select: select public.orders"],
+        ),
         // the inner "orders" is the table: a non-recursive CTE cannot see itself
-        ("WITH orders AS (SELECT * FROM orders) SELECT * FROM orders", &[
-            "select: select public.orders",
-        ]),
-        ("WITH a AS (SELECT 1), b AS (SELECT * FROM a) SELECT * FROM b", &["select:"]),
+        (
+            "WITH orders AS (SELECT * FROM orders) SELECT * FROM orders",
+            &["select: select public.orders"],
+        ),
+        (
+            "WITH a AS (SELECT 1), b AS (SELECT * FROM a) SELECT * FROM b",
+            &["select:"],
+        ),
         // "a" outside the WITH's scope is the table
         (
             "SELECT * FROM (WITH a AS (SELECT 1) SELECT * FROM a) s, a",
             &["select: select public.a"],
         ),
-        ("WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT * FROM r) SELECT * FROM r", &[
-            "select:",
-        ]),
+        (
+            "WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT * FROM r) SELECT * FROM r",
+            &["select:"],
+        ),
     ];
     for (sql, want) in cases {
         assert_eq!(pg(sql), *want, "{sql}");
@@ -102,32 +119,60 @@ fn cte_names_are_not_tables_only_where_visible() {
 fn writes_name_their_targets_and_their_sources() {
     let cases: &[(&str, &[&str])] = &[
         ("INSERT INTO t VALUES (1)", &["insert: insert public.t"]),
-        ("INSERT INTO t SELECT * FROM s", &["insert: insert public.t select public.s"]),
-        ("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET x = 1", &[
-            "insert: insert public.t update public.t",
-        ]),
-        ("UPDATE t SET x = 1 WHERE id = 2", &["update: update public.t"]),
-        ("UPDATE t SET x = (SELECT max(x) FROM t)", &["update: select public.t update public.t"]),
-        ("UPDATE t SET x = s.x FROM s WHERE s.id = t.id", &[
-            "update: select public.s update public.t",
-        ]),
-        ("DELETE FROM t WHERE id IN (SELECT id FROM s)", &[
-            "delete: delete public.t select public.s",
-        ]),
-        ("DELETE FROM t USING s WHERE s.id = t.id", &["delete: delete public.t select public.s"]),
-        ("TRUNCATE a, b", &["truncate: truncate public.a truncate public.b"]),
+        (
+            "INSERT INTO t SELECT * FROM s",
+            &["insert: insert public.t select public.s"],
+        ),
+        (
+            "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET x = 1",
+            &["insert: insert public.t update public.t"],
+        ),
+        (
+            "UPDATE t SET x = 1 WHERE id = 2",
+            &["update: update public.t"],
+        ),
+        (
+            "UPDATE t SET x = (SELECT max(x) FROM t)",
+            &["update: select public.t update public.t"],
+        ),
+        (
+            "UPDATE t SET x = s.x FROM s WHERE s.id = t.id",
+            &["update: select public.s update public.t"],
+        ),
+        (
+            "DELETE FROM t WHERE id IN (SELECT id FROM s)",
+            &["delete: delete public.t select public.s"],
+        ),
+        (
+            "DELETE FROM t USING s WHERE s.id = t.id",
+            &["delete: delete public.t select public.s"],
+        ),
+        (
+            "TRUNCATE a, b",
+            &["truncate: truncate public.a truncate public.b"],
+        ),
         // data-modifying CTEs make the statement a write
-        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", &["delete: delete public.t"]),
-        ("WITH i AS (INSERT INTO t VALUES (1) RETURNING id) SELECT * FROM i", &[
-            "insert: insert public.t",
-        ]),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            &["delete: delete public.t"],
+        ),
+        (
+            "WITH i AS (INSERT INTO t VALUES (1) RETURNING id) SELECT * FROM i",
+            &["insert: insert public.t"],
+        ),
         // row locks are writes
         ("SELECT * FROM t FOR UPDATE", &["select: update public.t"]),
         ("SELECT * FROM t FOR SHARE", &["select: update public.t"]),
         // sequences
-        ("SELECT nextval('orders_id_seq')", &["select: update public.orders_id_seq"]),
+        (
+            "SELECT nextval('orders_id_seq')",
+            &["select: update public.orders_id_seq"],
+        ),
         ("SELECT setval('app.s', 5)", &["select: update app.s"]),
-        ("SELECT nextval(x) FROM t", &["select: select public.t update *"]),
+        (
+            "SELECT nextval(x) FROM t",
+            &["select: select public.t update *"],
+        ),
     ];
     for (sql, want) in cases {
         assert_eq!(pg(sql), *want, "{sql}");
@@ -138,34 +183,61 @@ fn writes_name_their_targets_and_their_sources() {
 fn ddl_copy_functions_and_the_rest() {
     let cases: &[(&str, &[&str])] = &[
         ("CREATE TABLE n (id int)", &["ddl: ddl public.n"]),
-        ("CREATE TABLE n AS SELECT * FROM secret", &["ddl: ddl public.n select public.secret"]),
-        ("SELECT * INTO n FROM secret", &["ddl: ddl public.n select public.secret"]),
-        ("CREATE VIEW v AS SELECT * FROM secret", &["ddl: ddl public.v select public.secret"]),
+        (
+            "CREATE TABLE n AS SELECT * FROM secret",
+            &["ddl: ddl public.n select public.secret"],
+        ),
+        (
+            "SELECT * INTO n FROM secret",
+            &["ddl: ddl public.n select public.secret"],
+        ),
+        (
+            "CREATE VIEW v AS SELECT * FROM secret",
+            &["ddl: ddl public.v select public.secret"],
+        ),
         ("DROP TABLE t", &["ddl: ddl public.t"]),
         ("ALTER TABLE t ADD COLUMN y int", &["ddl: ddl public.t"]),
         ("CREATE INDEX i ON t (x)", &["ddl: ddl public.t"]),
         ("DROP SCHEMA s CASCADE", &["admin: admin *"]),
         ("COPY t FROM STDIN", &["copy_in: copy_in public.t"]),
         ("COPY t TO STDOUT", &["copy_out: copy_out public.t"]),
-        ("COPY (SELECT * FROM s) TO STDOUT", &["copy_out: copy_out * select public.s"]),
+        (
+            "COPY (SELECT * FROM s) TO STDOUT",
+            &["copy_out: copy_out * select public.s"],
+        ),
         ("COPY t TO PROGRAM 'rm -rf /'", &["admin: admin public.t"]),
         ("COPY t FROM '/etc/passwd'", &["admin: admin public.t"]),
-        ("SELECT lower(name), count(*) FROM t GROUP BY 1", &["select: select public.t"]),
+        (
+            "SELECT lower(name), count(*) FROM t GROUP BY 1",
+            &["select: select public.t"],
+        ),
         ("SELECT my_func(1)", &["select: execute public.my_func"]),
         ("SELECT app.f()", &["select: execute app.f"]),
         ("SELECT pg_catalog.pg_get_userbyid(10)", &["select:"]),
-        ("SELECT pg_read_file('/etc/passwd')", &["admin: admin pg_read_file"]),
-        ("SELECT set_config('search_path', 'x', false)", &["admin: admin set_config"]),
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            &["admin: admin pg_read_file"],
+        ),
+        (
+            "SELECT set_config('search_path', 'x', false)",
+            &["admin: admin set_config"],
+        ),
         ("SELECT * FROM generate_series(1, 3)", &["select:"]),
         ("CALL p(1)", &["execute: execute public.p"]),
         ("BEGIN", &["transaction: transaction *"]),
         ("COMMIT", &["transaction: transaction *"]),
-        ("SET statement_timeout = 0", &["session: session statement_timeout"]),
+        (
+            "SET statement_timeout = 0",
+            &["session: session statement_timeout"],
+        ),
         ("SET ROLE postgres", &["admin: admin *"]),
         ("SET SESSION AUTHORIZATION postgres", &["admin: admin *"]),
         ("GRANT SELECT ON t TO u", &["admin: admin *"]),
         ("EXPLAIN SELECT * FROM t", &["select: select public.t"]),
-        ("EXPLAIN ANALYZE DELETE FROM t", &["delete: delete public.t"]),
+        (
+            "EXPLAIN ANALYZE DELETE FROM t",
+            &["delete: delete public.t"],
+        ),
         ("DO $$ BEGIN DELETE FROM t; END $$", &["unsupported"]),
         ("SELEC 1", &["unsupported"]),
         ("SELECT 1 /* unterminated", &["unsupported"]),
@@ -182,9 +254,10 @@ fn ddl_copy_functions_and_the_rest() {
 #[test]
 fn search_path_decides_unqualified_names() {
     let path = vec!["sales".to_string(), "public".to_string()];
-    assert_eq!(pg_path("SELECT * FROM orders", &path), [
-        "select: select public.orders select sales.orders"
-    ]);
+    assert_eq!(
+        pg_path("SELECT * FROM orders", &path),
+        ["select: select public.orders select sales.orders"]
+    );
     let stmts = classify(
         "SET search_path TO other, \"Mixed\"",
         &Scope {
@@ -194,20 +267,29 @@ fn search_path_decides_unqualified_names() {
         },
     )
     .unwrap();
-    assert_eq!(stmts[0].effects, vec![Effect::SearchPath {
-        schemas: vec!["other".into(), "Mixed".into()],
-        local: false
-    }]);
-    let stmts = classify("SET LOCAL search_path = 'a, b'", &Scope {
-        dialect: Dialect::Postgres,
-        search_path: &[],
-        database: "",
-    })
+    assert_eq!(
+        stmts[0].effects,
+        vec![Effect::SearchPath {
+            schemas: vec!["other".into(), "Mixed".into()],
+            local: false
+        }]
+    );
+    let stmts = classify(
+        "SET LOCAL search_path = 'a, b'",
+        &Scope {
+            dialect: Dialect::Postgres,
+            search_path: &[],
+            database: "",
+        },
+    )
     .unwrap();
-    assert_eq!(stmts[0].effects, vec![Effect::SearchPath {
-        schemas: vec!["a".into(), "b".into()],
-        local: true
-    }]);
+    assert_eq!(
+        stmts[0].effects,
+        vec![Effect::SearchPath {
+            schemas: vec!["a".into(), "b".into()],
+            local: true
+        }]
+    );
 }
 
 #[test]
@@ -220,13 +302,16 @@ fn sql_level_prepare_is_classified_by_its_body() {
     let stmts = classify("PREPARE p (int) AS DELETE FROM t WHERE id = $1", &scope).unwrap();
     assert_eq!(stmts[0].action, Action::Session);
     assert!(stmts[0].accesses.is_empty());
-    assert_eq!(stmts[0].effects, vec![Effect::Prepare {
-        name: "p".into(),
-        accesses: vec![Access {
-            action: Action::Delete,
-            object: "public.t".into()
+    assert_eq!(
+        stmts[0].effects,
+        vec![Effect::Prepare {
+            name: "p".into(),
+            accesses: vec![Access {
+                action: Action::Delete,
+                object: "public.t".into()
+            }]
         }]
-    }]);
+    );
     let stmts = classify("EXECUTE p (1)", &scope).unwrap();
     assert_eq!(stmts[0].executes.as_deref(), Some("p"));
 }
@@ -237,11 +322,18 @@ fn mysql_names_fold_and_qualify_by_database() {
         ("SELECT * FROM orders", &["select: select app.orders"]),
         ("SELECT * FROM `Orders`", &["select: select app.orders"]),
         ("SELECT * FROM ORDERS", &["select: select app.orders"]),
-        ("SELECT * FROM other.secrets", &["select: select other.secrets"]),
-        ("DELETE t1 FROM orders t1 JOIN items i ON i.o = t1.id", &[
-            "delete: delete app.items delete app.orders",
-        ]),
-        ("REPLACE INTO t VALUES (1)", &["insert: delete app.t insert app.t"]),
+        (
+            "SELECT * FROM other.secrets",
+            &["select: select other.secrets"],
+        ),
+        (
+            "DELETE t1 FROM orders t1 JOIN items i ON i.o = t1.id",
+            &["delete: delete app.items delete app.orders"],
+        ),
+        (
+            "REPLACE INTO t VALUES (1)",
+            &["insert: delete app.t insert app.t"],
+        ),
         ("SELECT 1 # ; DROP TABLE t", &["select:"]),
         ("SELECT 1 /*! ; DROP TABLE t */", &["unsupported"]),
         ("SELECT 1 /*M!100000 ; DROP TABLE t */", &["unsupported"]),
@@ -254,7 +346,10 @@ fn mysql_names_fold_and_qualify_by_database() {
         ("SHOW PROCESSLIST", &["admin: admin *"]),
         ("DESCRIBE orders", &["select: select app.orders"]),
         ("USE other", &["session: session *"]),
-        ("SELECT load_file('/etc/passwd')", &["admin: admin load_file"]),
+        (
+            "SELECT load_file('/etc/passwd')",
+            &["admin: admin load_file"],
+        ),
         ("SELECT * FROM t INTO OUTFILE '/tmp/x'", &["unsupported"]),
     ];
     for (sql, want) in cases {

@@ -45,6 +45,7 @@ static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
 /// Serves one client connection from accept to close.
 pub async fn handle<S>(
     io: S,
+    peer: Option<std::net::SocketAddr>,
     state: Arc<State>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError>
@@ -66,5 +67,5 @@ where
             return Err(ConnError::LoginTimeout);
         }
     };
-    session::serve(packets, login, id, &state, &shutdown).await
+    session::serve(packets, login, id, peer, &state, &shutdown).await
 }

@@ -70,6 +70,13 @@ impl From<&backends::BackendError> for MyError {
     }
 }
 
+impl From<&crate::access::Denial> for MyError {
+    fn from(d: &crate::access::Denial) -> Self {
+        metrics::counter!(crate::metrics::POLICY_DENIALS, "protocol" => "mysql").increment(1);
+        MyError::new(1142, "42000", d.message())
+    }
+}
+
 impl From<&backends::pool::CheckoutError> for MyError {
     fn from(e: &backends::pool::CheckoutError) -> Self {
         use backends::pool::CheckoutError as C;

@@ -65,6 +65,13 @@ impl PgError {
     }
 }
 
+impl From<&crate::access::Denial> for PgError {
+    fn from(d: &crate::access::Denial) -> Self {
+        metrics::counter!(crate::metrics::POLICY_DENIALS, "protocol" => "postgres").increment(1);
+        PgError::error("42501", d.message())
+    }
+}
+
 impl From<&BackendError> for PgError {
     fn from(e: &BackendError) -> Self {
         match e {

@@ -9,7 +9,10 @@ pub mod session;
 pub mod startup;
 pub mod stream;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use backends::stream::MaybeTls;
 
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +22,8 @@ use self::error::PgError;
 use self::session::{End, Session};
 use self::startup::{Login, Opened, StartupError};
 use self::stream::{ClientStream, PgConn};
+use crate::access::SessionPolicy;
+use crate::classify::Dialect;
 use crate::metrics as m;
 use backends::neutral::NeutralSession;
 
@@ -40,6 +45,7 @@ pub enum ConnError {
 /// Serves one client connection from accept to close.
 pub async fn handle<S>(
     io: S,
+    peer: Option<SocketAddr>,
     state: Arc<State>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError>
@@ -70,12 +76,13 @@ where
     }) else {
         return Ok(());
     };
-    serve(&mut conn, login, &state, &shutdown).await
+    serve(&mut conn, login, peer, &state, &shutdown).await
 }
 
 async fn serve<S>(
     conn: &mut PgConn<ClientStream<S>>,
     login: Login,
+    peer: Option<SocketAddr>,
     state: &State,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError>
@@ -86,6 +93,27 @@ where
         Ok(r) => r,
         Err(e) => return refuse(conn, e).await,
     };
+    let tls = matches!(conn.get_ref(), MaybeTls::Tls(_));
+    if let Err(reason) =
+        crate::access::admit(state, "postgres", &login.user, peer, tls, Some(&route.name))
+    {
+        let msg = format!("access denied for user \"{}\": {reason}", login.user);
+        return refuse(conn, PgError::fatal("28000", msg)).await;
+    }
+    let dialect = match &route.backend {
+        BackendHandle::Postgres(_) => Dialect::Postgres,
+        BackendHandle::Mysql(_) => Dialect::Mysql,
+        BackendHandle::Sqlite(_) => Dialect::Sqlite,
+    };
+    let policy = SessionPolicy::new(
+        &login.user,
+        &route.name,
+        "postgres",
+        peer,
+        dialect,
+        &route.database,
+    )
+    .with_search_path(crate::access::startup_search_path(&login.params).as_deref());
     let Some(_route_slot) = route.clients.enter() else {
         let msg = format!("too many connections for database \"{}\"", route.name);
         return refuse(conn, PgError::fatal("53300", msg)).await;
@@ -110,10 +138,13 @@ where
             };
             let cancel = CancelTarget::Sqlite(backend.canceller());
             let backend = NeutralSession::Sqlite(backend);
-            serve_neutral(conn, &login, &route, backend, cancel, state, shutdown).await
+            serve_neutral(
+                conn, &login, &route, backend, cancel, policy, state, shutdown,
+            )
+            .await
         }
         BackendHandle::Postgres(pool) => {
-            relay::serve(conn, &login, &route, pool, state, shutdown).await
+            relay::serve(conn, &login, &route, pool, policy, state, shutdown).await
         }
         BackendHandle::Mysql(pool) => {
             // A PostgreSQL client on a MySQL route holds one server connection for its
@@ -130,7 +161,10 @@ where
                 thread: server.id(),
             };
             let backend = NeutralSession::mysql(server);
-            serve_neutral(conn, &login, &route, backend, cancel, state, shutdown).await
+            serve_neutral(
+                conn, &login, &route, backend, cancel, policy, state, shutdown,
+            )
+            .await
         }
     }
 }
@@ -143,6 +177,7 @@ async fn serve_neutral<S>(
     route: &RouteEntry,
     backend: NeutralSession,
     cancel: CancelTarget,
+    policy: SessionPolicy,
     state: &State,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError>
@@ -156,7 +191,10 @@ where
         .collect();
     greet(conn, &params, &key);
     tracing::debug!(user = %login.user, route = %route.name, "session started");
-    match Session::new(conn, backend).run(shutdown).await? {
+    match Session::new(conn, backend, policy, state)
+        .run(shutdown)
+        .await?
+    {
         End::Client | End::Shutdown => Ok(()),
     }
 }

@@ -27,10 +27,14 @@ use super::codec::{Decode, Frame};
 use super::encode::{self, OID_TEXT};
 use super::error::PgError;
 use super::stream::{PgConn, ReadError};
+use crate::access::{Permit, SessionPolicy};
 use crate::pipeline;
+use crate::state::State;
 
 /// A statement prepared by Parse.
 struct Prepared {
+    /// The policy decision made at Parse (checked again at Bind after a reload).
+    permit: Permit,
     sql: String,
     param_oids: Vec<u32>,
     desc: Description,
@@ -69,16 +73,25 @@ pub enum End {
 pub struct Session<'a, S> {
     conn: &'a mut PgConn<S>,
     backend: NeutralSession,
+    policy: SessionPolicy,
+    state: &'a State,
     statements: HashMap<String, Arc<Prepared>>,
     portals: HashMap<String, Portal>,
     skip_until_sync: bool,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
-    pub fn new(conn: &'a mut PgConn<S>, backend: NeutralSession) -> Self {
+    pub fn new(
+        conn: &'a mut PgConn<S>,
+        backend: NeutralSession,
+        policy: SessionPolicy,
+        state: &'a State,
+    ) -> Self {
         Session {
             conn,
             backend,
+            policy,
+            state,
             statements: HashMap::new(),
             portals: HashMap::new(),
             skip_until_sync: false,
@@ -199,6 +212,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         self.portals.remove("");
         let started = Instant::now();
         let _in_flight = pipeline::in_flight("postgres");
+        let in_transaction = self.backend.in_transaction();
+        if let Err(d) = self
+            .policy
+            .check(&self.state.access(), &query.query, in_transaction)
+        {
+            self.conn.send(&PgError::from(&d).to_response());
+            pipeline::record("postgres", false, started);
+            self.conn.send(&ReadyForQuery::new(self.status()));
+            return Ok(());
+        }
         let outcome = self.backend.execute_batch(query.query).await;
         let ok = outcome.error.is_none();
         if outcome.results.is_empty() && ok {
@@ -247,6 +270,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 format!("prepared statement \"{name}\" already exists"),
             ));
         }
+        let in_transaction = self.backend.in_transaction();
+        let permit = self
+            .policy
+            .check(&self.state.access(), &parse.query, in_transaction)
+            .map_err(|d| PgError::from(&d))?;
         let desc = if parse.query.trim().is_empty() {
             Description {
                 params: 0,
@@ -261,6 +289,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let mut param_oids = parse.type_oids;
         param_oids.resize(desc.params.max(param_oids.len()), 0);
         let prepared = Prepared {
+            permit,
             sql: parse.query,
             param_oids,
             desc,
@@ -278,6 +307,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 format!("prepared statement \"{stmt_name}\" does not exist"),
             )
         })?;
+        let access = self.state.access();
+        if stmt.permit.generation != access.generation {
+            self.policy
+                .recheck(&access, &stmt.permit)
+                .map_err(|d| PgError::from(&d))?;
+        }
         if bind.parameters.len() != stmt.desc.params {
             return Err(PgError::protocol(format!(
                 "bind message supplies {} parameters, but prepared statement \"{stmt_name}\" requires {}",

@@ -44,6 +44,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
     }
 
     /// Bytes received but not yet consumed.
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     pub fn buffered(&self) -> usize {
         self.rbuf.len()
     }

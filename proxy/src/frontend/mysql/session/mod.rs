@@ -10,6 +10,7 @@
 //! through the protocol-neutral result set.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +33,8 @@ use super::results::{stream_binary, stream_text, Vanished};
 use super::stmt::{self, Prepared};
 use super::write::{self, MyError, OkInfo, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
 use super::ConnError;
+use crate::access::{Denial, Permit, SessionPolicy};
+use crate::classify::Dialect;
 use crate::config::PoolMode;
 use crate::pipeline::Recorder;
 use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
@@ -96,18 +99,33 @@ pub(super) struct Session<'a, S> {
     pub(super) next_statement: u32,
     recorder: Recorder,
     registration: Registration,
+    peer: Option<SocketAddr>,
+    /// The policy state of the current route (None before a database is chosen).
+    policy: Option<SessionPolicy>,
+    /// The policy decision of each prepared statement, by statement id.
+    permits: HashMap<u32, Permit>,
 }
 
 pub(super) async fn serve<S>(
     mut p: Packets<S>,
     login: Login,
     id: u32,
+    peer: Option<SocketAddr>,
     state: &State,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let tls = p.is_tls();
+    let route = login.database.as_deref();
+    if let Err(reason) = crate::access::admit(state, "mysql", &login.user, peer, tls, route) {
+        tracing::info!(user = %login.user, reason = %reason, "login refused by connection rules");
+        let e = MyError::access_denied(&login.user, true);
+        write::err(&mut p, &e);
+        p.close().await;
+        return Err(ConnError::Refused(e.message));
+    }
     let user_slot = state
         .access()
         .users
@@ -143,6 +161,9 @@ where
         statements: HashMap::new(),
         next_statement: 1,
         recorder: Recorder::new("mysql"),
+        peer,
+        policy: None,
+        permits: HashMap::new(),
     };
     if let Some(db) = login.database {
         if let Err(e) = s.switch_route(&db).await {
@@ -322,6 +343,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 "You are not allowed to switch databases while in a transaction",
             ));
         }
+        let allowed = self
+            .state
+            .access()
+            .users
+            .get(&self.user)
+            .is_some_and(|u| u.rules.allows_route(db));
+        if !allowed {
+            return Err(MyError::new(
+                1044,
+                "42000",
+                format!("Access denied for user '{}' to database '{db}'", self.user),
+            ));
+        }
         let Some(route) = self.state.routes.get(db).cloned() else {
             return Err(MyError::new(
                 1049,
@@ -354,7 +388,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         };
         self.release(true).await;
         self.statements.clear();
+        self.permits.clear();
         self.target = target;
+        let dialect = match &route.backend {
+            BackendHandle::Mysql(_) => Dialect::Mysql,
+            BackendHandle::Sqlite(_) => Dialect::Sqlite,
+            BackendHandle::Postgres(_) => Dialect::Postgres,
+        };
+        self.policy = Some(SessionPolicy::new(
+            &self.user,
+            &route.name,
+            "mysql",
+            self.peer,
+            dialect,
+            &route.database,
+        ));
         self.route = Some(route);
         self._route_slot = Some(slot);
         self.status = STATUS_AUTOCOMMIT;
@@ -457,6 +505,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return (Flow::Continue, false);
             }
             _ => {}
+        }
+        if let Err(d) = self.check(&sql) {
+            return self.fail(MyError::from(&d));
         }
         let session_state = scanned.user_variables
             || scanned.named_locks
@@ -574,6 +625,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
+    /// The policy check of one request's SQL (no route yet: the caller answers 1046).
+    pub(super) fn check(&mut self, sql: &str) -> Result<Permit, Denial> {
+        let in_transaction = self.status & STATUS_IN_TRANS != 0;
+        match &mut self.policy {
+            Some(policy) => policy.check(&self.state.access(), sql, in_transaction),
+            None => Ok(Permit {
+                generation: 0,
+                statements: Vec::new(),
+            }),
+        }
+    }
+
     async fn change_user(&mut self, body: Bytes) -> Result<(Flow, bool), ConnError> {
         let Some((user, data, database, plugin)) =
             login::parse_change_user(&body, self.capabilities)
@@ -591,11 +654,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             self.p.close().await;
             return Err(ConnError::Refused(e.message));
         }
+        let route = database.as_deref();
+        if let Err(reason) = crate::access::admit(self.state, "mysql", &user, self.peer, tls, route)
+        {
+            tracing::info!(user = %user, reason = %reason, "change of user refused by connection rules");
+            let e = MyError::access_denied(&user, true);
+            self.error(e.clone());
+            self.p.close().await;
+            return Err(ConnError::Refused(e.message));
+        }
         // Full re-authentication: nothing of the old session survives.
         self.release(true).await;
         self.statements.clear();
         self.user = user;
         self.target = Target::None;
+        self.policy = None;
+        self.permits.clear();
         self.route = None;
         self._route_slot = None;
         self.status = STATUS_AUTOCOMMIT;
@@ -632,6 +706,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             ));
             return (Flow::Continue, false);
         }
+        let permit = match self.check(&sql) {
+            Ok(p) => p,
+            Err(d) => return self.fail(MyError::from(&d)),
+        };
+        self.permits.insert(self.next_statement, permit);
         let conn = match server(&mut self.target, &self.registration).await {
             Ok(c) => c,
             Err(e) => return self.fail(e),
@@ -652,6 +731,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn execute(&mut self, body: Bytes) -> (Flow, bool) {
+        if let Some(id) = body.get(..4) {
+            let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+            let access = self.state.access();
+            if let (Some(permit), Some(policy)) = (self.permits.get_mut(&id), &mut self.policy) {
+                if permit.generation != access.generation {
+                    if let Err(d) = policy.recheck(&access, permit) {
+                        return self.fail(MyError::from(&d));
+                    }
+                    permit.generation = access.generation;
+                }
+            }
+        }
         let (sql, params) = match stmt::bind(self, &body) {
             Ok(b) => b,
             Err(e) => return self.fail(e),

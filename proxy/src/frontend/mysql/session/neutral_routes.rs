@@ -84,6 +84,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         } else {
             format!("SELECT * FROM `{}` LIMIT 0", table.replace('`', "``"))
         };
+        if let Err(d) = self.check(&sql) {
+            self.error(MyError::from(&d));
+            return (Flow::Continue, false);
+        }
         let status = self.status;
         match &self.target {
             Target::Mysql { .. } => {

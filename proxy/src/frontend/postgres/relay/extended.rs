@@ -24,6 +24,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let Some((name, rest)) = cstr(frame.body()) else {
             return self.fail_request(PgError::protocol("malformed Parse message"), false);
         };
+        let sql = cstr(rest).map(|(s, _)| s).unwrap_or_default();
+        match self.check(&String::from_utf8_lossy(sql)) {
+            Ok(permit) => {
+                self.permits.insert(name.to_vec(), permit);
+            }
+            Err(d) => return self.fail_request(PgError::from(&d), false),
+        }
         if !self.transaction_mode {
             return self
                 .forward(
@@ -36,7 +43,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 )
                 .await;
         }
-        let sql = cstr(rest).map(|(s, _)| s).unwrap_or_default();
         if let Err(e) = self.gucs.check(&String::from_utf8_lossy(sql)) {
             return self.fail_request(e, false);
         }
@@ -148,12 +154,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         }
     }
 
+    /// Checks a statement prepared under older policies again before it runs.
+    fn recheck(&mut self, statement: &[u8]) -> Result<(), crate::access::Denial> {
+        let access = self.state.access();
+        match self.permits.get(statement) {
+            Some(p) if p.generation == access.generation => Ok(()),
+            Some(p) => {
+                let p = p.clone();
+                self.policy.recheck(&access, &p)?;
+                if let Some(stored) = self.permits.get_mut(statement) {
+                    stored.generation = access.generation;
+                }
+                Ok(())
+            }
+            // The server answers for a statement that was never parsed.
+            None => Ok(()),
+        }
+    }
+
     pub(super) async fn bind(&mut self, frame: Frame) {
         self.start_request();
         let Some((portal, _)) = cstr(frame.body()) else {
             return self.fail_request(PgError::protocol("malformed Bind message"), false);
         };
         let at = portal.len() + 1;
+        let statement = cstr(&frame.body()[at..])
+            .map(|(s, _)| s)
+            .unwrap_or_default();
+        if let Err(d) = self.recheck(statement) {
+            return self.fail_request(PgError::from(&d), false);
+        }
         if !self.ensure_server(false).await {
             return;
         }

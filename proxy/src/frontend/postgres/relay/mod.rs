@@ -14,7 +14,7 @@ mod scan;
 mod server;
 mod statements;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,7 @@ use super::error::PgError;
 use super::startup::Login;
 use super::stream::{ClientStream, PgConn, ReadError};
 use super::ConnError;
+use crate::access::{Denial, Permit, SessionPolicy};
 use crate::config::PoolMode;
 use crate::metrics as m;
 use crate::pipeline;
@@ -82,6 +83,10 @@ struct Relay<'a, S> {
     request: Option<(Instant, bool)>,
     recorder: pipeline::Recorder,
     checkout_wait: metrics::Histogram,
+    state: &'a State,
+    policy: SessionPolicy,
+    /// The policy decision for each client statement, by name ("" is the unnamed one).
+    permits: HashMap<Vec<u8>, Permit>,
 }
 
 /// Serves a logged-in client on a PostgreSQL route until it leaves.
@@ -90,6 +95,7 @@ pub(super) async fn serve<S>(
     login: &Login,
     route: &RouteEntry,
     pool: &PgPool,
+    policy: SessionPolicy,
     state: &State,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError>
@@ -119,6 +125,9 @@ where
         request: None,
         recorder: pipeline::Recorder::new("postgres"),
         checkout_wait: metrics::histogram!(m::POOL_CHECKOUT_WAIT),
+        state,
+        policy,
+        permits: HashMap::new(),
     };
     // Session mode takes its server connection now. Transaction mode needs one only to
     // learn the server's parameters the first time (which also proves the backend is
@@ -265,6 +274,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         match tag {
             b'X' => return Ok(false),
             b'Q' => self.query(frame).await,
+            b'F' if self.state.access().policy.is_some() => {
+                let d = Denial {
+                    access: None,
+                    reason: "the function call protocol is not supported by access policy".into(),
+                };
+                self.fail_request(PgError::from(&d), true);
+            }
             b'F' => self.forward(frame, Expect::Query, true).await,
             b'P' => self.parse(frame).await,
             b'B' => self.bind(frame).await,
@@ -354,9 +370,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     }
 
     async fn query(&mut self, frame: Frame) {
+        let sql = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
+        let sql = String::from_utf8_lossy(sql);
+        if let Err(d) = self.check(&sql) {
+            self.fail_request(PgError::from(&d), true);
+            return;
+        }
         if self.transaction_mode {
-            let sql = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
-            if let Err(e) = self.gucs.check(&String::from_utf8_lossy(sql)) {
+            if let Err(e) = self.gucs.check(&sql) {
                 self.fail_request(e, true);
                 return;
             }
@@ -382,6 +403,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 self.finish_request();
             }
         }
+    }
+
+    /// The policy check of one request's SQL.
+    fn check(&mut self, sql: &str) -> Result<Permit, Denial> {
+        let in_transaction = self.server.as_ref().is_some_and(|s| s.status != b'I');
+        self.policy.check(&self.state.access(), sql, in_transaction)
     }
 
     fn finish_request(&mut self) {
