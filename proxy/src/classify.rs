@@ -583,7 +583,7 @@ impl Walk<'_, '_> {
                 let n = self.scope.name(variable).join(".");
                 if self.scope.dialect == Dialect::Postgres && n == "search_path" {
                     let local = matches!(scope, Some(ast::ContextModifier::Local));
-                    let schemas = values.iter().flat_map(|v| search_path_value(v)).collect();
+                    let schemas = values.iter().flat_map(search_path_value).collect();
                     self.effects.push(Effect::SearchPath { schemas, local });
                 }
                 self.access(Session, n);

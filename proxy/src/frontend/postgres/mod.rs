@@ -27,7 +27,7 @@ use crate::classify::Dialect;
 use crate::metrics as m;
 use backends::neutral::NeutralSession;
 
-use crate::state::{BackendHandle, CancelKey, CancelTarget, RouteEntry, State};
+use crate::state::{BackendHandle, CancelKey, CancelTarget, State};
 
 /// Why a client connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +138,7 @@ where
             };
             let cancel = CancelTarget::Sqlite(backend.canceller());
             let backend = NeutralSession::Sqlite(backend);
-            serve_neutral(
-                conn, &login, &route, backend, cancel, policy, state, shutdown,
-            )
-            .await
+            serve_neutral(conn, &login, backend, cancel, policy, state, shutdown).await
         }
         BackendHandle::Postgres(pool) => {
             relay::serve(conn, &login, &route, pool, policy, state, shutdown).await
@@ -161,10 +158,7 @@ where
                 thread: server.id(),
             };
             let backend = NeutralSession::mysql(server);
-            serve_neutral(
-                conn, &login, &route, backend, cancel, policy, state, shutdown,
-            )
-            .await
+            serve_neutral(conn, &login, backend, cancel, policy, state, shutdown).await
         }
     }
 }
@@ -174,7 +168,6 @@ where
 async fn serve_neutral<S>(
     conn: &mut PgConn<ClientStream<S>>,
     login: &Login,
-    route: &RouteEntry,
     backend: NeutralSession,
     cancel: CancelTarget,
     policy: SessionPolicy,
@@ -190,7 +183,7 @@ where
         .map(|(k, v)| (k.to_string(), v))
         .collect();
     greet(conn, &params, &key);
-    tracing::debug!(user = %login.user, route = %route.name, "session started");
+    tracing::debug!(user = %login.user, route = %policy.route, "session started");
     match Session::new(conn, backend, policy, state)
         .run(shutdown)
         .await?
