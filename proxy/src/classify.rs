@@ -78,7 +78,41 @@ pub fn classify(sql: &str, scope: &Scope<'_>) -> Result<Vec<Classified>, Unsuppo
         ));
     }
     let statements = parse(sql, scope.dialect)?;
-    statements.iter().map(|s| classify_one(s, scope)).collect()
+    let mut path = scope.search_path.to_vec();
+    let mut out = Vec::with_capacity(statements.len());
+    for s in &statements {
+        let c = classify_one(
+            s,
+            &Scope {
+                search_path: &path,
+                ..*scope
+            },
+        )?;
+        // A later statement of the same request resolves names under the search_path an
+        // earlier one set; the old schemas stay candidates (the SET may not take effect).
+        for e in &c.effects {
+            if let Effect::SearchPath { schemas, .. } = e {
+                let mut next = if schemas.is_empty() {
+                    vec!["public".to_string()]
+                } else {
+                    schemas.clone()
+                };
+                let old = if path.is_empty() {
+                    vec!["public".to_string()]
+                } else {
+                    path.clone()
+                };
+                for o in old {
+                    if !next.contains(&o) {
+                        next.push(o);
+                    }
+                }
+                path = next;
+            }
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// Parses with the backend's dialect.

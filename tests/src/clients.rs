@@ -67,6 +67,27 @@ pub async fn python(script: &str, env: &[(&str, String)]) -> Output {
         .expect("run python")
 }
 
+/// Runs a Python snippet with the test venv, feeding `input` on stdin.
+pub async fn python_stdin(script: &str, env: &[(&str, String)], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .expect("write to python");
+    drop(stdin);
+    child.wait_with_output().await.expect("python output")
+}
+
 /// Starts a Python snippet with the test venv, stdout piped, killed when dropped: for
 /// clients that must die mid-session.
 pub fn python_spawn(script: &str, env: &[(&str, String)]) -> tokio::process::Child {
@@ -92,11 +113,20 @@ fn venv_python() -> std::path::PathBuf {
 
 /// One HTTP/1.1 GET; returns the status line and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    http(addr, "GET", path).await
+}
+
+/// POSTs to the admin listener: (status line, body).
+pub async fn http_post(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    http(addr, "POST", path).await
+}
+
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
         .await
         .expect("send request");
     let mut out = String::new();

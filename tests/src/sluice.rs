@@ -21,6 +21,8 @@ pub struct SluiceConfig {
     pub login_timeout_secs: f64,
     pub shutdown_timeout_secs: f64,
     pub extra: String,
+    /// Lines added to every user's table (connection rules).
+    pub user_options: String,
 }
 
 impl Default for SluiceConfig {
@@ -36,6 +38,7 @@ impl Default for SluiceConfig {
             login_timeout_secs: 10.0,
             shutdown_timeout_secs: 10.0,
             extra: String::new(),
+            user_options: String::new(),
         }
     }
 }
@@ -73,8 +76,9 @@ impl SluiceConfig {
             };
             text.push_str(&format!(
                 "[users.{name}]\npassword = \"{verifier}\"\nauth = \"{method}\"\n\
-                 mysql_native_password = \"{}\"\n",
-                proxy::auth::mysql::native_verifier(PASSWORD)
+                 mysql_native_password = \"{}\"\n{}\n",
+                proxy::auth::mysql::native_verifier(PASSWORD),
+                self.user_options
             ));
         }
         text.push_str(&self.extra);

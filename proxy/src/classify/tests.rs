@@ -356,3 +356,14 @@ fn mysql_names_fold_and_qualify_by_database() {
         assert_eq!(my(sql), *want, "{sql}");
     }
 }
+
+#[test]
+fn a_search_path_set_earlier_in_the_request_applies_to_later_statements() {
+    assert_eq!(
+        pg("SET search_path TO other; SELECT * FROM orders"),
+        [
+            "session: session search_path",
+            "select: select other.orders select public.orders",
+        ]
+    );
+}

@@ -9,6 +9,7 @@ mod cross;
 mod harness;
 mod login;
 mod mysql;
+mod policy;
 mod pooling;
 mod queries;
 mod relay;

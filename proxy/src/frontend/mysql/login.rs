@@ -184,6 +184,15 @@ where
             },
         ))
     } else {
+        let route = database.as_deref().unwrap_or("");
+        crate::access::audit_failed_login(
+            state,
+            "mysql",
+            &user,
+            None,
+            route,
+            "password authentication failed",
+        );
         refuse(&mut p, MyError::access_denied(&user, true)).await
     }
 }

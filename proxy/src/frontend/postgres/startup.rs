@@ -168,6 +168,14 @@ where
         );
         metrics::counter!(m::AUTH_FAILURES, "protocol" => "postgres", "reason" => "password")
             .increment(1);
+        crate::access::audit_failed_login(
+            state,
+            "postgres",
+            &user,
+            None,
+            &database,
+            "password authentication failed",
+        );
         conn.send(&err.to_response());
         conn.close().await;
         return Err(StartupError::AuthFailed { user, reason });

@@ -491,8 +491,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         let words: Vec<&str> = scanned.words.iter().map(String::as_str).collect();
         match words.as_slice() {
-            ["USE", db, ..] if scanned.statements == 1 => {
-                let db = db.to_string();
+            ["USE", _, ..] if scanned.statements == 1 => {
+                // the scanner's words are upper-cased: take the name as the client wrote it
+                let db = sql
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim_end_matches(';')
+                    .trim_matches('`')
+                    .to_string();
                 return self.use_database(&db).await;
             }
             ["KILL", ..] if scanned.statements == 1 => return self.kill(&sql).await,

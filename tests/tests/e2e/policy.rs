@@ -1,0 +1,454 @@
+//! Access policies end to end: a bypass corpus through real clients (every case denied,
+//! nothing reaching the backend, each allowed counterpart working), reload, and audit.
+
+use tests::clients::connect_tls;
+use tests::servers::{Mariadb, Postgres, PG_PASSWORD, PG_ROLE};
+use tests::sluice::{my_route, pg_route, SluiceConfig, TestSluice, PASSWORD};
+
+const APP_POLICY: &str = "\
+p, app_rw, *, app.*, select, allow
+p, app_rw, *, app.*, insert, allow
+p, app_rw, *, app.*, update, allow
+p, app_rw, *, app.*, delete, allow
+p, app_rw, *, app.*, copy_in, allow
+p, app_rw, *, app.audit, delete, deny
+p, app_rw, *, *, session, allow
+p, app_rw, *, *, transaction, allow
+g, alice, app_rw, *
+";
+
+async fn start(extra: String, policy: &str) -> TestSluice {
+    start_with(extra, policy, "").await
+}
+
+async fn start_with(extra: String, policy: &str, user_options: &str) -> TestSluice {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let file = dir.join("policy.csv");
+    std::fs::write(&file, policy).unwrap();
+    let config = SluiceConfig {
+        extra: format!("{extra}\n[policy]\nfiles = [\"{}\"]\n", file.display()),
+        user_options: user_options.to_string(),
+        ..SluiceConfig::default()
+    };
+    config.start().await
+}
+
+fn policy_file(s: &TestSluice) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&s.prepared.path).unwrap();
+    let line = text.lines().find(|l| l.starts_with("files = ")).unwrap();
+    let path = line
+        .trim_start_matches("files = [\"")
+        .trim_end_matches("\"]");
+    path.into()
+}
+
+async fn pg_fixture() -> (std::sync::Arc<Postgres>, String, tokio_postgres::Client) {
+    let pg = Postgres::shared().await;
+    let db = pg.create_database("policy").await;
+    let owner = tests::clients::connect_plain(&format!(
+        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
+        pg.port
+    ))
+    .await
+    .unwrap();
+    owner
+        .batch_execute(
+            "CREATE SCHEMA app; CREATE SCHEMA other;
+             CREATE TABLE app.orders (id int PRIMARY KEY, n int);
+             CREATE TABLE app.audit (id int);
+             CREATE TABLE other.orders (id int PRIMARY KEY, n int);
+             CREATE TABLE public.secrets (s text);
+             CREATE SEQUENCE public.seq;
+             INSERT INTO app.orders VALUES (1, 10);
+             INSERT INTO app.audit VALUES (1), (2);
+             INSERT INTO other.orders VALUES (1, 99);
+             INSERT INTO public.secrets VALUES ('s');
+             CREATE FUNCTION app.f() RETURNS int LANGUAGE sql AS 'DELETE FROM app.audit RETURNING 1';
+             CREATE PROCEDURE app.p() LANGUAGE sql AS 'DELETE FROM app.audit';",
+        )
+        .await
+        .unwrap();
+    (pg, db, owner)
+}
+
+/// The backend state every denied statement would have changed.
+async fn fingerprint(owner: &tokio_postgres::Client) -> String {
+    let row = owner
+        .query_one(
+            "SELECT (SELECT count(*) FROM app.audit)::text || '/' || \
+                    (SELECT string_agg(id || ':' || n, ',' ORDER BY id) FROM app.orders) || '/' || \
+                    (SELECT count(*) FROM other.orders)::text || '/' || \
+                    (SELECT count(*) FROM public.secrets)::text || '/' || \
+                    (SELECT last_value FROM public.seq)::text || '/' || \
+                    (SELECT count(*) FROM pg_tables WHERE schemaname = 'app')::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test]
+async fn postgresql_bypass_corpus_is_denied_and_allowed_counterparts_work() {
+    let (pg, db, owner) = pg_fixture().await;
+    let s = start(pg_route("shop", pg.port, &db, "session", ""), APP_POLICY).await;
+    let client = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    let before = fingerprint(&owner).await;
+    let corpus = [
+        "SELECT 1; DROP TABLE app.orders",
+        "SELECT 1; DELETE FROM app.audit",
+        "SELECT * FROM public.secrets",
+        "SELECT * FROM secrets",
+        "SELECT * FROM \"Secrets\"",
+        "DELETE FROM App.Audit",
+        "DELETE FROM \"app\".\"audit\"",
+        "DELETE FROM APP.AUDIT WHERE true",
+        "/* harmless */ DELETE FROM app.audit",
+        "SELECT 1 /* nested /* comment */ still */; DELETE FROM app.audit",
+        "SELECT 1 -- comment\n; DROP TABLE app.orders",
+        "WITH d AS (DELETE FROM app.audit RETURNING *) SELECT * FROM d",
+        "WITH x AS (SELECT * FROM public.secrets) SELECT * FROM x",
+        "WITH secrets AS (SELECT 1) SELECT * FROM (SELECT * FROM public.secrets) s",
+        "SELECT * INTO app.stolen FROM app.orders",
+        "CREATE TABLE app.t2 AS SELECT * FROM public.secrets",
+        "INSERT INTO app.orders SELECT id + 10, n FROM other.orders",
+        "UPDATE app.orders SET n = (SELECT count(*) FROM public.secrets)",
+        "DELETE FROM app.orders WHERE id IN (SELECT id FROM other.orders)",
+        "COPY app.orders TO PROGRAM 'true'",
+        "COPY app.orders FROM '/etc/passwd'",
+        "COPY public.secrets TO STDOUT",
+        "DO $$ BEGIN DELETE FROM app.audit; END $$",
+        "CALL app.p()",
+        "SELECT app.f()",
+        "PREPARE p AS DELETE FROM app.audit",
+        "EXECUTE never_prepared",
+        "SELEC garbage FROM nowhere",
+        "SET ROLE postgres",
+        "SET SESSION AUTHORIZATION postgres",
+        "SET search_path TO other; SELECT * FROM orders",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT set_config('search_path', 'other', false)",
+        "SELECT nextval('public.seq')",
+        "TRUNCATE app.orders",
+        "DROP TABLE app.orders",
+        "ALTER TABLE app.orders ADD COLUMN x int",
+        "GRANT ALL ON app.orders TO PUBLIC",
+        "EXPLAIN ANALYZE DELETE FROM app.audit",
+        "SELECT * FROM other.orders FOR UPDATE",
+        "SELECT * FROM app.orders, other.orders",
+    ];
+    for sql in corpus {
+        let err = client
+            .simple_query(sql)
+            .await
+            .expect_err(&format!("denied: {sql}"));
+        let db_err = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db_err.code().code(), "42501", "{sql}: {db_err}");
+        let msg = db_err.message();
+        assert!(
+            msg.starts_with("permission denied: ")
+                || msg.contains("not supported by access policy")
+                || msg.contains("was not prepared through sluice"),
+            "{sql}: {msg}"
+        );
+    }
+    // the extended protocol is checked at Parse
+    let err = client.prepare("DELETE FROM app.audit").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+    // a search_path set in an earlier request applies to later ones
+    client
+        .simple_query("SET search_path TO other")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query("SELECT * FROM orders")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+    assert_eq!(fingerprint(&owner).await, before, "a denied statement ran");
+
+    // allowed counterparts
+    client.simple_query("SET search_path TO app").await.unwrap();
+    let rows = client
+        .query("SELECT n FROM app.orders WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 10);
+    client
+        .batch_execute(
+            "BEGIN; INSERT INTO app.orders VALUES (2, 20); UPDATE orders SET n = 21 WHERE id = 2; \
+             COMMIT; DELETE FROM app.orders WHERE id = 2; SELECT * FROM app.audit",
+        )
+        .await
+        .unwrap();
+    let with = client
+        .simple_query("WITH x AS (SELECT * FROM app.orders) SELECT count(*) FROM x")
+        .await
+        .unwrap();
+    assert!(!with.is_empty());
+    assert_eq!(fingerprint(&owner).await, before);
+}
+
+#[tokio::test]
+async fn mysql_bypass_corpus_is_denied_and_allowed_counterparts_work() {
+    let my = Mariadb::shared().await;
+    let db = my.create_database("policy");
+    my.sql(&format!(
+        "CREATE TABLE {db}.orders (id INT PRIMARY KEY, n INT); CREATE TABLE {db}.audit (id INT);
+         INSERT INTO {db}.orders VALUES (1, 10); INSERT INTO {db}.audit VALUES (1), (2);"
+    ))
+    .unwrap();
+    let policy = APP_POLICY.replace("app.", &format!("{db}."));
+    let extra = format!(
+        "{}{}",
+        my_route("shop", my.port, &db, "transaction", ""),
+        my_route("elsewhere", my.port, &db, "transaction", "")
+    );
+    let s = start_with(extra, &policy, "routes = [\"shop\", \"app\"]").await;
+    let script = r#"
+import os, sys, pymysql
+from pymysql.constants import CLIENT
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                    password=os.environ["PW"], database="shop", autocommit=True,
+                    client_flag=CLIENT.MULTI_STATEMENTS)
+cur = c.cursor()
+for sql in sys.stdin.read().split("\n----\n"):
+    try:
+        cur.execute(sql)
+        while cur.nextset():
+            pass
+        print("ok")
+    except pymysql.MySQLError as e:
+        print(e.args[0], e.args[1].replace("\n", " ") if len(e.args) > 1 else "")
+"#;
+    let corpus = [
+        "SELECT 1; DELETE FROM audit",
+        "DELETE FROM AUDIT",
+        "DELETE FROM `audit`",
+        "DELETE FROM `Audit` WHERE 1",
+        "SELECT 1 # comment\n; DELETE FROM audit",
+        "SELECT 1 -- c\n; DELETE FROM audit",
+        "SELECT 1 /*! ; DELETE FROM audit */",
+        "/*M!100000 DELETE FROM audit */",
+        "SELECT * FROM mysql.user",
+        "SELECT * FROM other_db.secrets",
+        "PREPARE s FROM 'DELETE FROM audit'",
+        "SET @q = 'DELETE FROM audit'; PREPARE s FROM @q; EXECUTE s",
+        "CALL p()",
+        "TRUNCATE orders",
+        "DROP TABLE orders",
+        "SELECT load_file('/etc/passwd')",
+        "SELECT * FROM orders INTO OUTFILE '/tmp/sluice-x'",
+        "SELEKT 1",
+        "DELETE a FROM audit a",
+        "INSERT INTO orders SELECT * FROM other_db.secrets",
+        "REPLACE INTO audit VALUES (3)",
+        "CREATE TABLE t2 AS SELECT * FROM orders",
+        "GRANT ALL ON *.* TO 'x'@'%'",
+        "SHOW PROCESSLIST",
+    ];
+    let mut input = corpus.join("\n----\n");
+    input.push_str("\n----\nUSE elsewhere");
+    input.push_str("\n----\nSELECT n FROM orders WHERE id = 1");
+    input.push_str("\n----\nINSERT INTO orders VALUES (5, 50)");
+    input.push_str("\n----\nDELETE FROM orders WHERE id = 5");
+    input.push_str("\n----\nSELECT count(*) FROM audit");
+    let out = tests::clients::python_stdin(
+        script,
+        &[
+            ("PORT", s.mysql.port().to_string()),
+            ("PW", PASSWORD.to_string()),
+        ],
+        &input,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), corpus.len() + 5, "{text}");
+    for (sql, line) in corpus.iter().zip(&lines) {
+        assert!(line.starts_with("1142 "), "{sql}: {line}");
+    }
+    assert!(
+        lines[corpus.len()].starts_with("1044 "),
+        "USE: {}",
+        lines[corpus.len()]
+    );
+    for line in &lines[corpus.len() + 1..] {
+        assert_eq!(*line, "ok", "{text}");
+    }
+    let state = my
+        .sql(&format!(
+            "SELECT (SELECT count(*) FROM {db}.audit), (SELECT count(*) FROM {db}.orders)"
+        ))
+        .unwrap();
+    assert_eq!(state.trim(), "2\t1", "a denied statement ran");
+}
+
+#[tokio::test]
+async fn a_reload_applies_to_the_next_statement_and_a_broken_one_keeps_the_old_state() {
+    let (pg, db, _owner) = pg_fixture().await;
+    let s = start(
+        pg_route("shop", pg.port, &db, "transaction", ""),
+        APP_POLICY,
+    )
+    .await;
+    let client = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    let denied = |e: tokio_postgres::Error| e.as_db_error().map(|d| d.code().code().to_string());
+    let err = client
+        .simple_query("SELECT * FROM other.orders")
+        .await
+        .unwrap_err();
+    assert_eq!(denied(err).as_deref(), Some("42501"));
+    // prepared while allowed, executed after a reload that denies it
+    let stmt = client
+        .prepare("SELECT n FROM app.orders WHERE id = 1")
+        .await
+        .unwrap();
+
+    let file = policy_file(&s);
+    let widened = APP_POLICY.replace("app.*, select", "*, select")
+        + "p, app_rw, *, app.orders, select, deny\n";
+    std::fs::write(&file, &widened).unwrap();
+    let (status, body) = tests::clients::http_post(s.admin, "/reload").await;
+    assert!(status.contains("200"), "{status} {body}");
+    // same connection, next statement
+    client
+        .simple_query("SELECT * FROM other.orders")
+        .await
+        .unwrap();
+    let err = client.query(&stmt, &[]).await.unwrap_err();
+    assert_eq!(denied(err).as_deref(), Some("42501"));
+
+    // a broken policy file: refused, the widened policy stays
+    std::fs::write(&file, "p, app_rw, *, x, selekt, allow\n").unwrap();
+    let (status, body) = tests::clients::http_post(s.admin, "/reload").await;
+    assert!(status.contains("422"), "{status} {body}");
+    assert!(body.contains("unknown action"), "{body}");
+    client
+        .simple_query("SELECT * FROM other.orders")
+        .await
+        .unwrap();
+    // a broken config: refused too
+    std::fs::write(&file, &widened).unwrap();
+    let config = std::fs::read_to_string(&s.prepared.path).unwrap();
+    std::fs::write(&s.prepared.path, format!("{config}\n[nonsense\n")).unwrap();
+    let (status, body) = tests::clients::http_post(s.admin, "/reload").await;
+    assert!(status.contains("422"), "{status} {body}");
+    client
+        .simple_query("SELECT * FROM other.orders")
+        .await
+        .unwrap();
+    let (_, metrics) = tests::clients::http_get(s.admin, "/metrics").await;
+    assert!(
+        metrics.contains("sluice_reload_failures_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn every_decision_and_login_is_one_audit_event() {
+    let (pg, db, _owner) = pg_fixture().await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let log = dir.join("audit.jsonl");
+    let extra = format!(
+        "{}\n[audit]\nenabled = true\nsink = \"{}\"\nstatements = \"full\"\n",
+        pg_route("shop", pg.port, &db, "session", ""),
+        log.display()
+    );
+    let s = start(extra, APP_POLICY).await;
+    let client = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    client
+        .simple_query("SELECT n FROM app.orders")
+        .await
+        .unwrap();
+    client
+        .simple_query("SELECT * FROM public.secrets")
+        .await
+        .unwrap_err();
+    let bad = s
+        .conninfo("alice", "shop", "require")
+        .replace(PASSWORD, "wrong");
+    connect_tls(&bad, &s.prepared.pki).await.unwrap_err();
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if events.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let login = &events[0];
+    assert_eq!(login["event"], "login");
+    assert_eq!(login["decision"], "permit");
+    assert_eq!(login["user"], "alice");
+    assert!(login["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let permit = &events[1];
+    assert_eq!(permit["event"], "statement");
+    assert_eq!(permit["decision"], "permit");
+    assert_eq!(permit["route"], "shop");
+    assert_eq!(permit["action"][0], "select");
+    assert_eq!(permit["objects"][0], "select:app.orders");
+    assert_eq!(permit["statement"], "SELECT n FROM app.orders");
+    for key in ["time", "digest", "duration_us", "client", "user"] {
+        assert!(!permit[key].is_null(), "{key} in {permit}");
+    }
+    let deny = &events[2];
+    assert_eq!(deny["decision"], "deny");
+    assert!(
+        deny["reason"].as_str().unwrap().contains("public.secrets"),
+        "{deny}"
+    );
+    let failed = &events[3];
+    assert_eq!(failed["event"], "login");
+    assert_eq!(failed["decision"], "deny");
+}
+
+#[tokio::test]
+async fn connection_rules_refuse_at_login() {
+    let (pg, db, _owner) = pg_fixture().await;
+    let route = pg_route("shop", pg.port, &db, "session", "");
+    // a network the test client is not in
+    let s = start_with(route.clone(), APP_POLICY, "networks = [\"10.0.0.0/8\"]").await;
+    let err = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "28000", "{err}");
+    let out = tests::clients::python(
+        "import os, pymysql\ntry:\n    pymysql.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='alice', password=os.environ['PW'], database='app')\n    print('ok')\nexcept pymysql.MySQLError as e:\n    print(e.args[0])\n",
+        &[("PORT", s.mysql.port().to_string()), ("PW", PASSWORD.to_string())],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1045");
+    // the loopback network, but a route the user may not use
+    let s = start_with(
+        route,
+        APP_POLICY,
+        "networks = [\"127.0.0.0/8\"]\nroutes = [\"app\"]",
+    )
+    .await;
+    let err = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "28000", "{err}");
+    let msg = err.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("may not use database"), "{msg}");
+    connect_tls(&s.conninfo("alice", "app", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+}
