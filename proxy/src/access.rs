@@ -196,6 +196,13 @@ impl AccessState {
             .transpose()
     }
 
+    /// Whether `user` may switch to `route` (MySQL `USE`, COM_INIT_DB).
+    pub fn may_use(&self, user: &str, route: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| u.rules.allows_route(route))
+    }
+
     pub fn unparsed_from(config: &Config) -> HashSet<String> {
         config
             .routes
@@ -273,7 +280,7 @@ impl SessionPolicy {
     /// Starts from a search_path given at login (`options=-c search_path=...`).
     pub fn with_search_path(mut self, value: Option<&str>) -> SessionPolicy {
         if let Some(v) = value {
-            self.search_path = split_path(v);
+            self.search_path = classify::split_search_path(v);
         }
         self
     }
@@ -341,20 +348,17 @@ impl SessionPolicy {
         })
     }
 
-    /// Checks a request classified earlier again (a prepared statement after a reload).
-    pub fn recheck(&mut self, access: &AccessState, permit: &Permit) -> Result<(), Denial> {
-        match &access.policy {
-            Some(policy) => self.decide(policy, &permit.statements),
-            None => Ok(()),
+    /// Checks a request classified earlier again when policies were reloaded since (a
+    /// prepared statement about to run); a permit that passes is marked current.
+    pub fn recheck(&self, access: &AccessState, permit: &mut Permit) -> Result<(), Denial> {
+        if permit.generation == access.generation {
+            return Ok(());
         }
-    }
-
-    /// Whether the user may switch to `route` (MySQL `USE`, COM_INIT_DB).
-    pub fn may_use(&self, access: &AccessState, route: &str) -> bool {
-        access
-            .users
-            .get(&self.user)
-            .is_some_and(|u| u.rules.allows_route(route))
+        if let Some(policy) = &access.policy {
+            self.decide(policy, &permit.statements)?;
+        }
+        permit.generation = access.generation;
+        Ok(())
     }
 
     fn decide(&self, policy: &Policy, statements: &[Classified]) -> Result<(), Denial> {
@@ -418,24 +422,11 @@ impl SessionPolicy {
             for effect in &stmt.effects {
                 match effect {
                     Effect::SearchPath { schemas, local } => {
-                        let mut next = if schemas.is_empty() {
-                            vec!["public".to_string()]
-                        } else {
-                            schemas.clone()
-                        };
-                        if uncertain || *local {
-                            let old = if self.search_path.is_empty() {
-                                vec!["public".to_string()]
-                            } else {
-                                self.search_path.clone()
-                            };
-                            for s in old {
-                                if !next.contains(&s) {
-                                    next.push(s);
-                                }
-                            }
-                        }
-                        self.search_path = next;
+                        self.search_path = classify::next_search_path(
+                            &self.search_path,
+                            schemas,
+                            uncertain || *local,
+                        );
                     }
                     Effect::Prepare { name, accesses } => {
                         self.prepared.insert(name.clone(), accesses.clone());
@@ -448,19 +439,6 @@ impl SessionPolicy {
             }
         }
     }
-}
-
-fn split_path(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(|p| {
-            let p = p.trim();
-            match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
-                Some(q) => q.to_string(),
-                None => p.to_lowercase(),
-            }
-        })
-        .filter(|p| !p.is_empty())
-        .collect()
 }
 
 /// The search_path a PostgreSQL client set at login, if any (`search_path` or
@@ -549,9 +527,6 @@ pub fn explain(
         }
     }
 }
-
-/// An `Arc` of the current access state.
-pub type Current = Arc<AccessState>;
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,18 @@ pub enum BackendHandle {
     Mysql(Arc<MyPool>),
 }
 
+impl BackendHandle {
+    /// The SQL dialect statements for this backend are classified in.
+    pub fn dialect(&self) -> crate::classify::Dialect {
+        use crate::classify::Dialect;
+        match self {
+            BackendHandle::Sqlite(_) => Dialect::Sqlite,
+            BackendHandle::Postgres(_) => Dialect::Postgres,
+            BackendHandle::Mysql(_) => Dialect::Mysql,
+        }
+    }
+}
+
 /// A client-visible database name and what serves it.
 pub struct RouteEntry {
     pub name: String,
@@ -227,6 +239,12 @@ impl State {
             audit,
             generation: previous.map_or(0, |p| p.generation + 1),
         })
+    }
+
+    /// A connection slot of a configured user; None when the user is unknown or at its
+    /// connection limit.
+    pub fn user_slot(&self, user: &str) -> Option<LimitSlot> {
+        self.access().users.get(user)?.connections.enter()
     }
 
     /// The current users, policy and audit sink.

@@ -23,7 +23,6 @@ use self::session::{End, Session};
 use self::startup::{Login, Opened, StartupError};
 use self::stream::{ClientStream, PgConn};
 use crate::access::SessionPolicy;
-use crate::classify::Dialect;
 use crate::metrics as m;
 use backends::neutral::NeutralSession;
 
@@ -100,17 +99,12 @@ where
         let msg = format!("access denied for user \"{}\": {reason}", login.user);
         return refuse(conn, PgError::fatal("28000", msg)).await;
     }
-    let dialect = match &route.backend {
-        BackendHandle::Postgres(_) => Dialect::Postgres,
-        BackendHandle::Mysql(_) => Dialect::Mysql,
-        BackendHandle::Sqlite(_) => Dialect::Sqlite,
-    };
     let policy = SessionPolicy::new(
         &login.user,
         &route.name,
         "postgres",
         peer,
-        dialect,
+        route.backend.dialect(),
         &route.database,
     )
     .with_search_path(crate::access::startup_search_path(&login.params).as_deref());
@@ -118,12 +112,7 @@ where
         let msg = format!("too many connections for database \"{}\"", route.name);
         return refuse(conn, PgError::fatal("53300", msg)).await;
     };
-    let user_slot = state
-        .access()
-        .users
-        .get(&login.user)
-        .map(|u| u.connections.enter());
-    let Some(Some(_user_slot)) = user_slot else {
+    let Some(_user_slot) = state.user_slot(&login.user) else {
         let msg = format!("too many connections for role \"{}\"", login.user);
         return refuse(conn, PgError::fatal("53300", msg)).await;
     };

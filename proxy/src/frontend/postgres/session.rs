@@ -307,12 +307,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 format!("prepared statement \"{stmt_name}\" does not exist"),
             )
         })?;
-        let access = self.state.access();
-        if stmt.permit.generation != access.generation {
-            self.policy
-                .recheck(&access, &stmt.permit)
-                .map_err(|d| PgError::from(&d))?;
-        }
+        // A statement prepared under older policies is checked again before it runs
+        // (the permit is a copy: the statement is shared with its portals).
+        let mut permit = stmt.permit.clone();
+        self.policy
+            .recheck(&self.state.access(), &mut permit)
+            .map_err(|d| PgError::from(&d))?;
         if bind.parameters.len() != stmt.desc.params {
             return Err(PgError::protocol(format!(
                 "bind message supplies {} parameters, but prepared statement \"{stmt_name}\" requires {}",

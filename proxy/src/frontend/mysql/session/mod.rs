@@ -33,13 +33,13 @@ use super::results::{stream_binary, stream_text, Vanished};
 use super::stmt::{self, Prepared};
 use super::write::{self, MyError, OkInfo, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
 use super::ConnError;
-use crate::access::{Denial, Permit, SessionPolicy};
-use crate::classify::Dialect;
+use crate::access::{Permit, SessionPolicy};
 use crate::config::PoolMode;
 use crate::pipeline::Recorder;
 use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
 use backends::mysql::scan::scan;
 
+mod access;
 mod neutral_routes;
 
 const COM_QUIT: u8 = 0x01;
@@ -126,12 +126,7 @@ where
         p.close().await;
         return Err(ConnError::Refused(e.message));
     }
-    let user_slot = state
-        .access()
-        .users
-        .get(&login.user)
-        .map(|u| u.connections.enter());
-    let Some(Some(_user_slot)) = user_slot else {
+    let Some(_user_slot) = state.user_slot(&login.user) else {
         let e = MyError::new(
             1203,
             "42000",
@@ -343,13 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 "You are not allowed to switch databases while in a transaction",
             ));
         }
-        let allowed = self
-            .state
-            .access()
-            .users
-            .get(&self.user)
-            .is_some_and(|u| u.rules.allows_route(db));
-        if !allowed {
+        if !self.state.access().may_use(&self.user, db) {
             return Err(MyError::new(
                 1044,
                 "42000",
@@ -390,17 +379,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.statements.clear();
         self.permits.clear();
         self.target = target;
-        let dialect = match &route.backend {
-            BackendHandle::Mysql(_) => Dialect::Mysql,
-            BackendHandle::Sqlite(_) => Dialect::Sqlite,
-            BackendHandle::Postgres(_) => Dialect::Postgres,
-        };
         self.policy = Some(SessionPolicy::new(
             &self.user,
             &route.name,
             "mysql",
             self.peer,
-            dialect,
+            route.backend.dialect(),
             &route.database,
         ));
         self.route = Some(route);
@@ -632,18 +616,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
-    /// The policy check of one request's SQL (no route yet: the caller answers 1046).
-    pub(super) fn check(&mut self, sql: &str) -> Result<Permit, Denial> {
-        let in_transaction = self.status & STATUS_IN_TRANS != 0;
-        match &mut self.policy {
-            Some(policy) => policy.check(&self.state.access(), sql, in_transaction),
-            None => Ok(Permit {
-                generation: 0,
-                statements: Vec::new(),
-            }),
-        }
-    }
-
     async fn change_user(&mut self, body: Bytes) -> Result<(Flow, bool), ConnError> {
         let Some((user, data, database, plugin)) =
             login::parse_change_user(&body, self.capabilities)
@@ -738,17 +710,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn execute(&mut self, body: Bytes) -> (Flow, bool) {
-        if let Some(id) = body.get(..4) {
-            let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-            let access = self.state.access();
-            if let (Some(permit), Some(policy)) = (self.permits.get_mut(&id), &mut self.policy) {
-                if permit.generation != access.generation {
-                    if let Err(d) = policy.recheck(&access, permit) {
-                        return self.fail(MyError::from(&d));
-                    }
-                    permit.generation = access.generation;
-                }
-            }
+        if let Err(d) = self.recheck_statement(&body) {
+            return self.fail(MyError::from(&d));
         }
         let (sql, params) = match stmt::bind(self, &body) {
             Ok(b) => b,

@@ -156,17 +156,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
 
     /// Checks a statement prepared under older policies again before it runs.
     fn recheck(&mut self, statement: &[u8]) -> Result<(), crate::access::Denial> {
-        let access = self.state.access();
-        match self.permits.get(statement) {
-            Some(p) if p.generation == access.generation => Ok(()),
-            Some(p) => {
-                let p = p.clone();
-                self.policy.recheck(&access, &p)?;
-                if let Some(stored) = self.permits.get_mut(statement) {
-                    stored.generation = access.generation;
-                }
-                Ok(())
-            }
+        match self.permits.get_mut(statement) {
+            Some(permit) => self.policy.recheck(&self.state.access(), permit),
             // The server answers for a statement that was never parsed.
             None => Ok(()),
         }
