@@ -157,6 +157,15 @@ impl ResultSet {
         !self.columns.is_empty()
     }
 
+    /// The rows it returned, or for a command the rows it changed.
+    pub fn row_count(&self) -> u64 {
+        if self.returns_rows() {
+            self.rows.len() as u64
+        } else {
+            self.affected
+        }
+    }
+
     /// Gives every column without a declared type the type of its first non-NULL value.
     pub fn resolve_types(&mut self) {
         for (i, col) in self.columns.iter_mut().enumerate() {

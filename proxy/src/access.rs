@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use policies::{AccessRequest, Action, Decision, Policy};
 
-use crate::audit::AuditSink;
+use crate::audit::{AuditSink, PendingEvent};
 use crate::classify::{self, Access, Classified, Dialect, Effect, Scope};
 use crate::config::{Config, Unparsed};
 use crate::state::UserEntry;
@@ -254,6 +254,8 @@ pub struct SessionPolicy {
     search_path: Vec<String>,
     /// SQL-level prepared statements and what they access.
     prepared: HashMap<String, Vec<Access>>,
+    /// Audit events of permitted requests still running, oldest first.
+    pending: Vec<PendingEvent>,
 }
 
 impl SessionPolicy {
@@ -274,6 +276,7 @@ impl SessionPolicy {
             database: database.to_string(),
             search_path: Vec::new(),
             prepared: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -334,11 +337,19 @@ impl SessionPolicy {
             (Some(policy), Ok(statements)) => self.decide(policy, &statements).map(|()| statements),
         };
         if let Some(sink) = &access.audit {
-            let (statements, decision) = match &result {
-                Ok(s) => (s.as_slice(), Ok(())),
-                Err(d) => (&[][..], Err(d)),
-            };
-            sink.record(sink.statement(self, sql, statements, decision, started));
+            match &result {
+                Ok(s) => {
+                    // Requests decided earlier that have not run (prepared, not executed
+                    // yet): their outcome will not be told apart from this one's.
+                    self.finished(None);
+                    let event = sink.statement(self, sql, s, Ok(()), started);
+                    self.pending.push(event);
+                }
+                // nothing ran
+                Err(d) => sink
+                    .statement(self, sql, &[], Err(d), started)
+                    .finish(Some(0)),
+            }
         }
         let statements = result?;
         self.apply(&statements, in_transaction);
@@ -346,6 +357,23 @@ impl SessionPolicy {
             generation: access.generation,
             statements,
         })
+    }
+
+    /// Whether audit events wait for their statements' outcome.
+    pub fn awaiting_outcome(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The requests checked since the last call have run: their audit events are written
+    /// with `rows`, the rows returned or changed. Callers call it at the end of a round
+    /// trip that executed something (a prepare alone does not finish the event). When
+    /// several requests were pipelined into one round trip, the split is unknown and each
+    /// event says null.
+    pub fn finished(&mut self, rows: Option<u64>) {
+        let rows = if self.pending.len() == 1 { rows } else { None };
+        for event in self.pending.drain(..) {
+            event.finish(rows);
+        }
     }
 
     /// Checks a request classified earlier again when policies were reloaded since (a
@@ -438,6 +466,13 @@ impl SessionPolicy {
                 }
             }
         }
+    }
+}
+
+impl Drop for SessionPolicy {
+    /// A session that ends mid-request still writes one event per decision.
+    fn drop(&mut self) {
+        self.finished(None);
     }
 }
 

@@ -101,15 +101,16 @@ impl AuditSink {
         }
     }
 
-    /// The event of one statement decision.
+    /// The event of one statement decision, without its outcome: the caller finishes it
+    /// with the rows the statement produced once it ran (or at once, when it was denied).
     pub fn statement(
-        &self,
+        self: &Arc<Self>,
         session: &SessionPolicy,
         sql: &str,
         statements: &[Classified],
         decision: Result<(), &Denial>,
         started: Instant,
-    ) -> Value {
+    ) -> PendingEvent {
         let mut actions: Vec<&str> = statements.iter().map(|s| s.action.as_str()).collect();
         actions.dedup();
         let mut objects: Vec<String> = statements
@@ -135,14 +136,48 @@ impl AuditSink {
             "digest": digest(sql),
             "decision": decision,
             "reason": reason,
-            "duration_us": started.elapsed().as_micros() as u64,
-            "rows": Value::Null,
         });
         if self.full_text {
             event["statement"] = Value::String(sql.to_string());
         }
-        event
+        PendingEvent {
+            sink: self.clone(),
+            event,
+            started,
+        }
     }
+}
+
+/// A statement event waiting for its statement to finish.
+pub struct PendingEvent {
+    sink: Arc<AuditSink>,
+    event: Value,
+    started: Instant,
+}
+
+impl PendingEvent {
+    /// Completes the event with the time since the decision began and the rows the
+    /// statement returned or changed (None: unknown, e.g. the connection was lost), and
+    /// queues it.
+    pub fn finish(mut self, rows: Option<u64>) {
+        self.event["duration_us"] = json!(self.started.elapsed().as_micros() as u64);
+        self.event["rows"] = json!(rows);
+        self.sink.record(self.event);
+    }
+}
+
+/// The rows a PostgreSQL CommandComplete tag reports (`SELECT 5`, `INSERT 0 3`,
+/// `UPDATE 2`, `COPY 10`); 0 for tags without a count (`CREATE TABLE`).
+pub fn command_tag_rows(tag: &[u8]) -> u64 {
+    let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
+    let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    if tag.len() == last.len() {
+        return 0;
+    }
+    std::str::from_utf8(last)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The event of one login attempt.
@@ -203,4 +238,31 @@ pub fn now_rfc3339() -> String {
         rem % 60,
         now.subsec_micros()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_tag_rows;
+
+    #[test]
+    fn row_counts_from_command_tags() {
+        for (tag, rows) in [
+            (&b"SELECT 5\0"[..], 5),
+            (b"INSERT 0 3", 3),
+            (b"UPDATE 12", 12),
+            (b"DELETE 0", 0),
+            (b"COPY 10", 10),
+            (b"MERGE 2", 2),
+            (b"CREATE TABLE", 0),
+            (b"BEGIN", 0),
+            (b"", 0),
+        ] {
+            assert_eq!(
+                command_tag_rows(tag),
+                rows,
+                "{:?}",
+                String::from_utf8_lossy(tag)
+            );
+        }
+    }
 }

@@ -354,17 +354,71 @@ async fn a_reload_applies_to_the_next_statement_and_a_broken_one_keeps_the_old_s
     );
 }
 
+/// Reads the audit log until it holds `n` events.
+async fn audit_events(log: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if events.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    events
+}
+
+fn assert_statement(e: &serde_json::Value, decision: &str, rows: u64, statement: &str) {
+    assert_eq!(e["event"], "statement", "{e}");
+    assert_eq!(e["decision"], decision, "{e}");
+    assert_eq!(e["rows"], rows, "{e}");
+    assert_eq!(e["statement"], statement, "{e}");
+    assert_eq!(e["user"], "alice", "{e}");
+    assert!(
+        e["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{e}"
+    );
+    for key in ["time", "digest", "duration_us", "route", "protocol"] {
+        assert!(!e[key].is_null(), "{key} in {e}");
+    }
+    assert!(e["action"].is_array() && e["objects"].is_array(), "{e}");
+    assert_eq!(e["reason"].is_null(), decision == "permit", "{e}");
+}
+
+fn assert_login(e: &serde_json::Value, decision: &str) {
+    assert_eq!(e["event"], "login", "{e}");
+    assert_eq!(e["decision"], decision, "{e}");
+    assert_eq!(e["user"], "alice", "{e}");
+    assert!(
+        e["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{e}"
+    );
+    assert!(!e["time"].is_null() && !e["route"].is_null(), "{e}");
+}
+
 #[tokio::test]
 async fn every_decision_and_login_is_one_audit_event() {
     let (pg, db, _owner) = pg_fixture().await;
+    let my = Mariadb::shared().await;
+    let mydb = my.create_database("audit");
+    my.sql(&format!(
+        "CREATE TABLE {mydb}.orders (id INT PRIMARY KEY, n INT);
+         INSERT INTO {mydb}.orders VALUES (1, 10), (2, 20), (3, 30);"
+    ))
+    .unwrap();
     let dir = tempfile::tempdir().unwrap().keep();
     let log = dir.join("audit.jsonl");
     let extra = format!(
-        "{}\n[audit]\nenabled = true\nsink = \"{}\"\nstatements = \"full\"\n",
+        "{}{}\n[audit]\nenabled = true\nsink = \"{}\"\nstatements = \"full\"\n",
         pg_route("shop", pg.port, &db, "session", ""),
+        my_route("myshop", my.port, &mydb, "transaction", ""),
         log.display()
     );
-    let s = start(extra, APP_POLICY).await;
+    let policy = format!("{APP_POLICY}p, app_rw, myshop, {mydb}.*, *, allow\n");
+    let s = start(extra, &policy).await;
     let client = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
         .await
         .unwrap();
@@ -376,47 +430,141 @@ async fn every_decision_and_login_is_one_audit_event() {
         .simple_query("SELECT * FROM public.secrets")
         .await
         .unwrap_err();
+    // extended protocol: prepared in one round trip, executed in the next
+    let rows = client
+        .query("SELECT id FROM app.orders WHERE id >= $1", &[&0i32])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    client
+        .simple_query("UPDATE app.orders SET n = n; SELECT 1")
+        .await
+        .unwrap();
     let bad = s
         .conninfo("alice", "shop", "require")
         .replace(PASSWORD, "wrong");
     connect_tls(&bad, &s.prepared.pki).await.unwrap_err();
-    let mut events = Vec::new();
-    for _ in 0..50 {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        events = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect();
-        if events.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(events.len(), 4, "{events:#?}");
-    let login = &events[0];
-    assert_eq!(login["event"], "login");
-    assert_eq!(login["decision"], "permit");
-    assert_eq!(login["user"], "alice");
-    assert!(login["client"].as_str().unwrap().starts_with("127.0.0.1:"));
-    let permit = &events[1];
-    assert_eq!(permit["event"], "statement");
-    assert_eq!(permit["decision"], "permit");
-    assert_eq!(permit["route"], "shop");
-    assert_eq!(permit["action"][0], "select");
-    assert_eq!(permit["objects"][0], "select:app.orders");
-    assert_eq!(permit["statement"], "SELECT n FROM app.orders");
-    for key in ["time", "digest", "duration_us", "client", "user"] {
-        assert!(!permit[key].is_null(), "{key} in {permit}");
-    }
-    let deny = &events[2];
-    assert_eq!(deny["decision"], "deny");
+    let events = audit_events(&log, 6).await;
+    assert_eq!(events.len(), 6, "{events:#?}");
+    assert_login(&events[0], "permit");
+    assert_statement(&events[1], "permit", 1, "SELECT n FROM app.orders");
+    assert_eq!(events[1]["route"], "shop");
+    assert_eq!(events[1]["action"][0], "select");
+    assert_eq!(events[1]["objects"][0], "select:app.orders");
+    assert_statement(&events[2], "deny", 0, "SELECT * FROM public.secrets");
     assert!(
-        deny["reason"].as_str().unwrap().contains("public.secrets"),
-        "{deny}"
+        events[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("public.secrets"),
+        "{}",
+        events[2]
     );
-    let failed = &events[3];
-    assert_eq!(failed["event"], "login");
-    assert_eq!(failed["decision"], "deny");
+    assert_statement(
+        &events[3],
+        "permit",
+        1,
+        "SELECT id FROM app.orders WHERE id >= $1",
+    );
+    // one row updated, one selected
+    assert_statement(
+        &events[4],
+        "permit",
+        2,
+        "UPDATE app.orders SET n = n; SELECT 1",
+    );
+    assert_login(&events[5], "deny");
+
+    // MySQL: text queries, a server-side prepared statement and a wrong password
+    let script = r#"
+import os, pymysql, mysql.connector
+port, pw = int(os.environ["PORT"]), os.environ["PW"]
+c = pymysql.connect(host="127.0.0.1", port=port, user="alice", password=pw,
+                    database="myshop", autocommit=True)
+cur = c.cursor()
+cur.execute("SELECT id FROM orders")
+cur.execute("UPDATE orders SET n = n + 1 WHERE id < 3")
+try:
+    cur.execute("SELECT * FROM mysql.user")
+except pymysql.MySQLError as e:
+    print(e.args[0])
+c.close()
+m = mysql.connector.connect(host="127.0.0.1", port=port, user="alice", password=pw,
+                            database="myshop", use_pure=True, ssl_ca=os.environ["CA"])
+mc = m.cursor(prepared=True)
+mc.execute("SELECT n FROM orders WHERE id >= %s", (2,))
+print(len(mc.fetchall()))
+m.close()
+try:
+    pymysql.connect(host="127.0.0.1", port=port, user="alice", password="wrong",
+                    database="myshop")
+except pymysql.MySQLError as e:
+    print(e.args[0])
+"#;
+    let out = tests::clients::python(
+        script,
+        &[
+            ("PORT", s.mysql.port().to_string()),
+            ("PW", PASSWORD.to_string()),
+            ("CA", s.prepared.pki.ca_cert.display().to_string()),
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["1142", "2", "1045"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = audit_events(&log, 16).await;
+    assert_eq!(events.len(), 16, "{events:#?}");
+    // the drivers' own session setup (SET NAMES, SET autocommit) is audited too
+    let (setup, mysql): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        events[6..].iter().partition(|e| {
+            e["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SET "))
+        });
+    for e in setup {
+        assert_statement(e, "permit", 0, e["statement"].as_str().unwrap());
+    }
+    let summary: Vec<String> = mysql
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["event"].as_str().unwrap(),
+                e["decision"].as_str().unwrap(),
+                e["statement"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "login permit -",
+            "statement permit SELECT id FROM orders",
+            "statement permit UPDATE orders SET n = n + 1 WHERE id < 3",
+            "statement deny SELECT * FROM mysql.user",
+            "login permit -",
+            "statement permit SELECT n FROM orders WHERE id >= ?",
+            "login deny -",
+        ],
+        "{events:#?}"
+    );
+    assert_login(mysql[0], "permit");
+    assert_statement(mysql[1], "permit", 3, "SELECT id FROM orders");
+    assert_statement(
+        mysql[2],
+        "permit",
+        2,
+        "UPDATE orders SET n = n + 1 WHERE id < 3",
+    );
+    assert_statement(mysql[3], "deny", 0, "SELECT * FROM mysql.user");
+    assert_statement(mysql[5], "permit", 2, "SELECT n FROM orders WHERE id >= ?");
+    assert_eq!(mysql[5]["protocol"], "mysql");
+    assert_login(mysql[6], "deny");
 }
 
 #[tokio::test]

@@ -93,6 +93,7 @@ pub async fn login<S>(
     mut p: Packets<S>,
     state: &State,
     connection_id: u32,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<(Packets<S>, Login), LoginError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -189,7 +190,7 @@ where
             state,
             "mysql",
             &user,
-            None,
+            peer,
             route,
             "password authentication failed",
         );

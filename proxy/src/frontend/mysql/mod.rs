@@ -56,7 +56,7 @@ where
     let packets = Packets::new(io, state.config.server.max_message_bytes);
     let timeout = state.config.server.login_timeout();
     let opened = tokio::select! {
-        r = tokio::time::timeout(timeout, login::login(packets, &state, id)) => r,
+        r = tokio::time::timeout(timeout, login::login(packets, &state, id, peer)) => r,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let (packets, login) = match opened {

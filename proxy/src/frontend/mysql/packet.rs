@@ -81,6 +81,9 @@ pub struct Packets<S> {
     /// Sequence id of the next packet sent.
     seq: u8,
     max_packet: usize,
+    /// Rows sent and rows reported changed since the counter was last taken (for the
+    /// audit log).
+    pub rows: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
@@ -94,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
             wbuf: BytesMut::with_capacity(8 * 1024),
             seq: 0,
             max_packet,
+            rows: 0,
         }
     }
 
@@ -115,6 +119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
             wbuf: self.wbuf,
             seq: self.seq,
             max_packet: self.max_packet,
+            rows: 0,
         })
     }
 

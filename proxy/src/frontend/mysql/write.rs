@@ -122,6 +122,7 @@ pub struct OkInfo {
 }
 
 pub fn ok<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, ok: &OkInfo) {
+    p.rows += ok.affected;
     let mark = p.begin();
     let buf = p.buf();
     buf.put_u8(0x00);
@@ -208,6 +209,7 @@ pub fn put_definition(buf: &mut BytesMut, col: &Column) {
 
 /// A text-protocol row: each value a length-encoded string, NULL as 0xFB.
 pub fn text_row<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Packets<S>, values: &[Value]) {
+    p.rows += 1;
     let mark = p.begin();
     let buf = p.buf();
     for v in values {
@@ -227,6 +229,7 @@ pub fn binary_row<S: AsyncRead + AsyncWrite + Unpin>(
     cols: &[Column],
     values: &[Value],
 ) {
+    p.rows += 1;
     let mark = p.begin();
     let buf = p.buf();
     buf.put_u8(0x00);

@@ -54,7 +54,7 @@ where
     let login = async {
         match startup::negotiate(io, &state).await? {
             Opened::Startup(mut conn, packet) => {
-                let login = startup::authenticate(&mut conn, packet, &state).await?;
+                let login = startup::authenticate(&mut conn, packet, &state, peer).await?;
                 Ok::<_, StartupError>(Some((conn, login)))
             }
             Opened::Cancelled => Ok(None),

@@ -78,6 +78,10 @@ pub struct Session<'a, S> {
     statements: HashMap<String, Arc<Prepared>>,
     portals: HashMap<String, Portal>,
     skip_until_sync: bool,
+    /// Rows returned or changed since the last Sync, and whether anything was executed
+    /// (for the audit log).
+    rows: u64,
+    executed: bool,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
@@ -95,6 +99,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             statements: HashMap::new(),
             portals: HashMap::new(),
             skip_until_sync: false,
+            rows: 0,
+            executed: false,
         }
     }
 
@@ -170,6 +176,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 if !self.backend.in_transaction() {
                     self.portals.clear();
                 }
+                let rows = std::mem::take(&mut self.rows);
+                if std::mem::take(&mut self.executed) {
+                    self.policy.finished(Some(rows));
+                }
                 self.conn.send(&ReadyForQuery::new(self.status()));
                 return Ok(());
             }
@@ -227,6 +237,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         if outcome.results.is_empty() && ok {
             self.conn.send(&EmptyQueryResponse::new());
         }
+        let rows = outcome.results.iter().map(ResultSet::row_count).sum();
+        self.policy.finished(Some(rows));
         for rs in &outcome.results {
             let types: Vec<ColumnType> = rs.columns.iter().map(|c| c.ty).collect();
             if rs.returns_rows() {
@@ -404,6 +416,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let started = Instant::now();
         let _in_flight = pipeline::in_flight("postgres");
         let name = execute.name.unwrap_or_default();
+        self.executed = true;
         let outcome = self.execute_portal(&name, execute.max_rows).await;
         pipeline::record("postgres", outcome.is_ok(), started);
         outcome
@@ -423,6 +436,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         };
         self.send_rows(&rs, &types, &formats, next, end).await?;
         let done = end == rs.rows.len();
+        self.rows += if rs.returns_rows() {
+            (end - next) as u64
+        } else {
+            rs.affected
+        };
         if done {
             let tag = match rs.command {
                 backends::result::CommandKind::Select => format!("SELECT {}", end - next),

@@ -133,6 +133,7 @@ pub async fn authenticate<S>(
     conn: &mut PgConn<S>,
     startup: Startup,
     state: &State,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Login, StartupError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -172,7 +173,7 @@ where
             state,
             "postgres",
             &user,
-            None,
+            peer,
             &database,
             "password authentication failed",
         );

@@ -224,7 +224,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             if command == COM_QUIT {
                 return Ok(());
             }
-            let Some((flow, ok)) = self.dispatch(command, body).await? else {
+            self.p.rows = 0;
+            let answer = self.dispatch(command, body).await?;
+            // a prepare alone does not finish its audit event: the first execution does
+            if let Some(policy) = self.policy.as_mut().filter(|p| p.awaiting_outcome()) {
+                if matches!(command, COM_QUERY | COM_STMT_EXECUTE | COM_FIELD_LIST) {
+                    policy.finished(Some(self.p.rows));
+                }
+            }
+            let Some((flow, ok)) = answer else {
                 continue;
             };
             self.recorder.record(ok, started);
@@ -628,6 +636,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let ok = login::authenticate(&mut self.p, self.state, &user, &scramble, plugin, data, tls)
             .await?;
         if !ok {
+            crate::access::audit_failed_login(
+                self.state,
+                "mysql",
+                &user,
+                self.peer,
+                database.as_deref().unwrap_or(""),
+                "password authentication failed",
+            );
             let e = MyError::access_denied(&user, true);
             self.error(e.clone());
             self.p.close().await;

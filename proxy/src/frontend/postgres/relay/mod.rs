@@ -87,6 +87,10 @@ struct Relay<'a, S> {
     policy: SessionPolicy,
     /// The policy decision for each client statement, by name ("" is the unnamed one).
     permits: HashMap<Vec<u8>, Permit>,
+    /// Rows the running request returned or changed so far, and whether it executed
+    /// anything (for its audit event).
+    rows: u64,
+    executed: bool,
 }
 
 /// Serves a logged-in client on a PostgreSQL route until it leaves.
@@ -128,6 +132,8 @@ where
         state,
         policy,
         permits: HashMap::new(),
+        rows: 0,
+        executed: false,
     };
     // Session mode takes its server connection now. Transaction mode needs one only to
     // learn the server's parameters the first time (which also proves the backend is
@@ -285,7 +291,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             b'P' => self.parse(frame).await,
             b'B' => self.bind(frame).await,
             b'D' => self.describe(frame).await,
-            b'E' => self.forward(frame, Expect::Execute, false).await,
+            b'E' => {
+                self.executed = true;
+                self.forward(frame, Expect::Execute, false).await
+            }
             b'C' => self.close(frame).await,
             b'S' => self.sync(frame).await,
             b'H' | b'd' | b'c' | b'f' => {
@@ -382,6 +391,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 return;
             }
         }
+        self.executed = true;
         self.forward(frame, Expect::Query, true).await;
         if let Some(s) = self.server.as_deref_mut() {
             s.unnamed = None;
@@ -415,5 +425,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         if let Some((started, failed)) = self.request.take() {
             self.recorder.record(!failed, started);
         }
+        if self.executed && self.policy.awaiting_outcome() {
+            self.policy.finished(Some(self.rows));
+        }
+        self.rows = 0;
+        self.executed = false;
     }
 }

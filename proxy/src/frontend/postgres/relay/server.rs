@@ -89,7 +89,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 other => self.out_of_step(b'3', other),
             },
             b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
-            b'C' | b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
+            b'C' => {
+                if self.policy.awaiting_outcome() {
+                    self.rows += crate::audit::command_tag_rows(frame.body());
+                }
+                self.pop_if(|e| matches!(e, Expect::Execute))
+            }
+            b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
             b'E' => {
                 self.server_error();
                 true
