@@ -10,6 +10,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+use casbin::function_map::OperatorFunction;
+use casbin::rhai::Dynamic;
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 
 /// The shipped model, `policies/model.conf`.
@@ -265,7 +267,7 @@ const ALLOW_EFFECT: &str = "some(where (p.eft == allow))";
 
 /// An enforcer over model text and policy lines, matching role domains by glob.
 fn build(model: &str, csv: &str) -> Result<Enforcer, PolicyError> {
-    let enforcer = block_on(async {
+    let mut enforcer = block_on(async {
         let model = DefaultModel::from_str(model)
             .await
             .map_err(|e| PolicyError::Model(e.to_string()))?;
@@ -273,15 +275,60 @@ fn build(model: &str, csv: &str) -> Result<Enforcer, PolicyError> {
             .await
             .map_err(|e| PolicyError::Casbin(e.to_string()))
     })?;
+    // casbin's own globMatch builds a matcher on every call (milliseconds per decision
+    // over a few hundred rules); sluice's patterns only use * and ?, matched in place.
+    enforcer.add_function("globMatch", OperatorFunction::Arg2(glob_match_dynamic));
     enforcer
         .get_role_manager()
         .write()
-        .matching_fn(None, Some(casbin::function_map::glob_match));
+        .matching_fn(None, Some(glob_match));
     // A model missing a section loads but cannot decide: find out now, not per statement.
     enforcer
         .enforce(("", "", "", "select"))
         .map_err(|e| PolicyError::Model(e.to_string()))?;
     Ok(enforcer)
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters
+/// (including none and dots) and `?` for one character. Linear in the inputs for
+/// patterns with one `*`, and never worse than their product.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    // where the last * was, and the name position it is currently made to cover up to
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                // let the last * swallow one more character and retry
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    pi = sp + 1;
+                    ni = sn + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// casbin's `globMatch(name, pattern)` and domain matching, argument order included.
+fn glob_match(name: &str, pattern: &str) -> bool {
+    glob(pattern, name)
+}
+
+fn glob_match_dynamic(name: Dynamic, pattern: Dynamic) -> Dynamic {
+    let text = |d: Dynamic| d.into_immutable_string().unwrap_or_default();
+    glob(&text(pattern), &text(name)).into()
 }
 
 /// Checks one policy line's shape: `p, sub, dom, obj, act, eft` or `g, user, role, dom`.

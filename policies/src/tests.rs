@@ -154,3 +154,32 @@ fn a_200_rule_policy_loads_and_decides() {
     assert!(ask(&p, "u", "r", "schema150.t", Action::Select).is_permit());
     assert!(!ask(&p, "u", "r", "schema151.t", Action::Select).is_permit());
 }
+
+#[test]
+fn globs_match_whole_names() {
+    use crate::glob;
+    for (pattern, name, expected) in [
+        ("sales.*", "sales.orders", true),
+        ("sales.*", "sales.", true),
+        ("sales.*", "salesx.orders", false),
+        ("*", "app.orders", true),
+        ("*", "", true),
+        ("a?c", "abc", true),
+        ("a?c", "ac", false),
+        ("*.orders", "app.orders", true),
+        ("*.orders", "app.orders2", false),
+        ("a*b*c", "aXbYbZc", true),
+        ("a*b*c", "aXbYbZ", false),
+        ("app.t*_log", "app.t1_x_log", true),
+        ("exact", "exact", true),
+        ("exact", "exactly", false),
+        ("sales_*", "hr", false),
+        ("é*", "été", true),
+    ] {
+        assert_eq!(glob(pattern, name), expected, "{pattern} ~ {name}");
+    }
+    // a pathological pattern stays fast
+    let name = "a".repeat(2000);
+    assert!(!glob(&format!("{}b", "*a".repeat(50)), &name));
+}
+

@@ -81,7 +81,7 @@ impl ConnectionRules {
 
     /// Whether the user may use `route`.
     pub fn allows_route(&self, route: &str) -> bool {
-        self.routes.is_empty() || self.routes.iter().any(|p| glob(p, route))
+        self.routes.is_empty() || self.routes.iter().any(|p| policies::glob(p, route))
     }
 
     /// Why a connection from `peer` (over TLS or not) to `route` is refused, if it is.
@@ -156,20 +156,6 @@ pub fn audit_failed_login(
             Err(reason),
         ));
     }
-}
-
-/// `*` and `?` wildcards over a whole name.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
 }
 
 /// The reloadable part of the running state.
@@ -587,6 +573,7 @@ mod tests {
 
     #[test]
     fn route_globs() {
+        use policies::glob;
         assert!(glob("sales_*", "sales_eu"));
         assert!(!glob("sales_*", "hr"));
         assert!(glob("*", "x"));
