@@ -4,6 +4,8 @@
 # How to run:   bash bench/pg.sh
 # Knobs (env):  DURATION=10 (seconds per run)  ROUNDS=3  CLIENTS="8 32"  POOL=16
 #               MODES="simple extended prepared"  SCRIPTS="select tpcb"  SCALE=10
+#               POLICY=1 (a fourth target: sluice with a 200-rule access policy)
+#               AUDIT=1 (with POLICY=1: that sluice also writes the audit log to a file)
 #
 # Starts its own PostgreSQL (temp dir, free port), PgBouncer (Debian package, transaction
 # mode) and sluice (release build, transaction mode), both with a server pool of $POOL,
@@ -21,6 +23,8 @@ POOL="${POOL:-16}"
 MODES="${MODES:-simple extended prepared}"
 SCRIPTS="${SCRIPTS:-select tpcb}"
 SCALE="${SCALE:-10}"
+POLICY="${POLICY:-0}"
+AUDIT="${AUDIT:-0}"
 PASSWORD="bench-pw"
 
 need() {
@@ -114,10 +118,37 @@ max_clients = 500
 EOF
 "$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
+TARGETS="direct pgbouncer sluice"
+declare -A PORT=([direct]="$PGPORT" [pgbouncer]="$BOUNCER_PORT" [sluice]="$SLUICE_PORT")
+if [ "$POLICY" = 1 ]; then
+    # The same sluice config plus 200 rules: 195 for other roles over their own schemas,
+    # and the five the bench user needs (as a role).
+    {
+        for i in $(seq 0 194); do
+            actions=(select insert update delete)
+            echo "p, role$i, *, schema$i.*, ${actions[$((i % 4))]}, allow"
+        done
+        for a in select insert update delete; do echo "p, bench_rw, bench, public.pgbench_*, $a, allow"; done
+        echo "p, bench_rw, bench, *, transaction, allow"
+        echo "g, bench, bench_rw, *"
+    } >"$WORK/policy.csv"
+    POLICY_PORT="$(free_port)"
+    sed "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$POLICY_PORT/" "$WORK/sluice.toml" >"$WORK/policy.toml"
+    printf '[policy]\nfiles = ["%s"]\n' "$WORK/policy.csv" >>"$WORK/policy.toml"
+    if [ "$AUDIT" = 1 ]; then
+        printf '[audit]\nenabled = true\nsink = "%s"\n' "$WORK/audit.jsonl" >>"$WORK/policy.toml"
+    fi
+    "$SLUICE" --config "$WORK/policy.toml" >"$WORK/sluice-policy.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$POLICY_PORT"
+    "$SLUICE" policy check --config "$WORK/policy.toml" --user bench --route bench \
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 1" | tail -1
+    PORT[policy]="$POLICY_PORT"
+    TARGETS="$TARGETS policy"
+fi
 wait_port "$BOUNCER_PORT"
 wait_port "$SLUICE_PORT"
 
-declare -A PORT=([direct]="$PGPORT" [pgbouncer]="$BOUNCER_PORT" [sluice]="$SLUICE_PORT")
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 run_one() { # target script mode clients
@@ -134,10 +165,12 @@ run_one() { # target script mode clients
     printf '   %-9s %-6s %-8s c=%-3s %s\n' "$1" "$2" "$3" "$4" "$tps"
 }
 
-ORDERS=("direct pgbouncer sluice" "pgbouncer sluice direct" "sluice direct pgbouncer")
+read -r -a TARGET_LIST <<<"$TARGETS"
 for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
-    order="${ORDERS[$(((round - 1) % 3))]}"
+    # rotate the order each round
+    shift_by=$(((round - 1) % ${#TARGET_LIST[@]}))
+    order="${TARGET_LIST[*]:$shift_by} ${TARGET_LIST[*]:0:$shift_by}"
     for script in $SCRIPTS; do
         for mode in $MODES; do
             for clients in $CLIENTS; do
@@ -161,8 +194,14 @@ def median(vals):
     return statistics.median(ok) if len(ok) == len(vals) and ok else None
 fmt = lambda v: f"{v:10.0f}" if v is not None else "      fail"
 ratio = lambda a, b: f"{a / b:6.2f}" if a is not None and b else "   n/a"
-print(f"{'script':7} {'mode':9} {'clients':>7} {'direct':>10} {'pgbouncer':>10} {'sluice':>10} {'s/pgb':>6} {'s/dir':>6}")
+policy = any(k[3] == "policy" for k in runs)
+head = f"{'script':7} {'mode':9} {'clients':>7} {'direct':>10} {'pgbouncer':>10} {'sluice':>10} {'s/pgb':>6} {'s/dir':>6}"
+print(head + (f" {'policy':>10} {'pol/s':>6}" if policy else ""))
 for key in sorted({k[:3] for k in runs}):
     d, b, s = (median(runs[key + (t,)]) for t in ("direct", "pgbouncer", "sluice"))
-    print(f"{key[0]:7} {key[1]:9} {key[2]:7d} {fmt(d)} {fmt(b)} {fmt(s)} {ratio(s, b)} {ratio(s, d)}")
+    line = f"{key[0]:7} {key[1]:9} {key[2]:7d} {fmt(d)} {fmt(b)} {fmt(s)} {ratio(s, b)} {ratio(s, d)}"
+    if policy:
+        p = median(runs[key + ("policy",)])
+        line += f" {fmt(p)} {ratio(p, s)}"
+    print(line)
 EOF

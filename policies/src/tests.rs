@@ -182,4 +182,3 @@ fn globs_match_whole_names() {
     let name = "a".repeat(2000);
     assert!(!glob(&format!("{}b", "*a".repeat(50)), &name));
 }
-

@@ -1,6 +1,6 @@
-//! The per-statement cost of access control: classification (sqlparser and the name
-//! walk), the policy decision under a 200-rule policy, and both through
-//! `SessionPolicy::check` as the frontends call it.
+//! The per-statement cost of access control: parsing alone, classification (sqlparser
+//! and the name walk), the policy decision under a 200-rule policy (cached and not), and
+//! `SessionPolicy::check` as the frontends call it (with the classification cache).
 //!
 //! `cargo bench -p proxy --bench policy`
 
@@ -72,7 +72,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("classify");
     for (name, sql) in STATEMENTS {
-        group.bench_function(*name, |b| b.iter(|| classify(black_box(sql), &scope).unwrap()));
+        group.bench_function(*name, |b| {
+            b.iter(|| classify(black_box(sql), &scope).unwrap())
+        });
     }
     group.finish();
 
@@ -110,8 +112,20 @@ fn bench(c: &mut Criterion) {
         unparsed_allowed: HashSet::new(),
         audit: None,
         generation: 1,
+        classified: Default::default(),
     };
+    // through the classification cache: the same texts, and (numbers_vary) the pgbench
+    // select with a new number each time, as `pgbench -M simple` sends it
     let mut group = c.benchmark_group("session_check");
+    let mut session = SessionPolicy::new("alice", "bench", "postgres", None, Dialect::Postgres, "");
+    let mut aid = 0u64;
+    group.bench_function("numbers_vary", |b| {
+        b.iter(|| {
+            aid += 1;
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
+            session.check(&access, &sql, false).unwrap()
+        })
+    });
     for (name, sql) in STATEMENTS {
         let mut session =
             SessionPolicy::new("alice", "bench", "postgres", None, Dialect::Postgres, "");

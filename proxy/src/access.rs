@@ -11,7 +11,7 @@ use std::time::Instant;
 use policies::{AccessRequest, Action, Decision, Policy};
 
 use crate::audit::{AuditSink, PendingEvent};
-use crate::classify::{self, Access, Classified, Dialect, Effect, Scope};
+use crate::classify::{self, Access, Classified, ClassifyCache, Dialect, Effect, Scope};
 use crate::config::{Config, Unparsed};
 use crate::state::UserEntry;
 
@@ -170,6 +170,8 @@ pub struct AccessState {
     /// Bumped by every reload: prepared statements checked under an older one are
     /// checked again before they run.
     pub generation: u64,
+    /// Classifications (independent of policies: kept across reloads).
+    pub classified: Arc<ClassifyCache>,
 }
 
 impl AccessState {
@@ -224,7 +226,7 @@ impl Denial {
 #[derive(Debug, Clone)]
 pub struct Permit {
     pub generation: u64,
-    pub statements: Vec<Classified>,
+    pub statements: Arc<[Classified]>,
 }
 
 /// One client session's view of access control.
@@ -295,7 +297,7 @@ impl SessionPolicy {
         if access.policy.is_none() && !auditing {
             return Ok(Permit {
                 generation: access.generation,
-                statements: Vec::new(),
+                statements: Arc::new([]),
             });
         }
         if let Some(reason) = access.audit.as_ref().and_then(|a| a.refusing()) {
@@ -304,13 +306,13 @@ impl SessionPolicy {
                 reason,
             });
         }
-        let classified = classify::classify(sql, &self.scope());
-        let result = match (&access.policy, classified) {
+        let classified = access.classified.classify(sql, &self.scope());
+        let result: Result<Arc<[Classified]>, Denial> = match (&access.policy, classified) {
             (None, Ok(statements)) => Ok(statements),
-            (None, Err(_)) => Ok(Vec::new()),
+            (None, Err(_)) => Ok(Arc::new([])),
             (Some(_), Err(e)) if access.unparsed_allowed.contains(&self.route) => {
                 tracing::debug!(reason = %e.0, "unclassified statement allowed by route");
-                Ok(Vec::new())
+                Ok(Arc::new([]))
             }
             (Some(_), Err(e)) => Err(Denial {
                 access: None,
@@ -502,6 +504,7 @@ pub fn explain(
         policy,
         audit: None,
         generation: 0,
+        classified: Arc::default(),
     };
     let mut out = String::new();
     let _ = writeln!(out, "route: {route} ({dialect:?}, database {database})");

@@ -238,6 +238,7 @@ impl State {
             unparsed_allowed: AccessState::unparsed_from(config),
             audit,
             generation: previous.map_or(0, |p| p.generation + 1),
+            classified: previous.map(|p| p.classified.clone()).unwrap_or_default(),
         })
     }
 

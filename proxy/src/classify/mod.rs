@@ -7,7 +7,10 @@
 //! is checked in every schema of the search path; a CTE name is a CTE only inside the
 //! scope where it is visible).
 
+mod cache;
 mod walk;
+
+pub use cache::{shape, ClassifyCache};
 
 use policies::Action;
 use sqlparser::ast::Statement;
