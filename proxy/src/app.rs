@@ -79,6 +79,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )));
     }
     tokio::spawn(sample_pools(state.clone(), shutdown.clone()));
+    if let Some(every) = state.config.server.watch_interval() {
+        tokio::spawn(watch_files(state.clone(), every, shutdown.clone()));
+    }
     let mut admin_addr = None;
     if let Some(admin) = &state.config.admin {
         let listener = bind(admin.listen, "admin").await?;
@@ -147,6 +150,58 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     running.wait().await;
     Ok(())
+}
+
+/// Reloads, as SIGHUP does, when the config file or a policy or model file it names
+/// changes (checked every `every`), until shutdown. A half-written file fails to load and
+/// leaves the old state serving; the write that completes it is one more change.
+async fn watch_files(state: Arc<State>, every: std::time::Duration, shutdown: CancellationToken) {
+    let Some(path) = state.config.source.clone() else {
+        return;
+    };
+    let look = move || {
+        let path = path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || file_signatures(&path))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let mut seen = look().await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = look().await;
+        if now != seen {
+            tracing::info!("configuration files changed: reloading");
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || st.reload()).await;
+            seen = now;
+        }
+    }
+}
+
+type FileSignature = (std::path::PathBuf, Option<(std::time::SystemTime, u64)>);
+
+/// The files a reload reads (the config, and the model and policy files it names when it
+/// loads), each with its modification time and size (None: missing).
+fn file_signatures(config: &std::path::Path) -> Vec<FileSignature> {
+    let mut files = vec![config.to_path_buf()];
+    if let Some(policy) = Config::load(config).ok().and_then(|c| c.policy) {
+        files.extend(policy.model);
+        files.extend(policy.files);
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (f, meta)
+        })
+        .collect()
 }
 
 /// Publishes each pooled route's pool state (open and idle server connections) as

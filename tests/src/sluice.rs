@@ -23,6 +23,8 @@ pub struct SluiceConfig {
     pub extra: String,
     /// Lines added to every user's table (connection rules).
     pub user_options: String,
+    /// Lines added to the `[server]` table.
+    pub server_options: String,
 }
 
 impl Default for SluiceConfig {
@@ -39,6 +41,7 @@ impl Default for SluiceConfig {
             shutdown_timeout_secs: 10.0,
             extra: String::new(),
             user_options: String::new(),
+            server_options: String::new(),
         }
     }
 }
@@ -57,7 +60,7 @@ impl SluiceConfig {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("seed.sql"), &self.seed_sql).expect("write seed");
         let mut text = format!(
-            "[server]\nlogin_timeout_secs = {}\nshutdown_timeout_secs = {}\n\
+            "[server]\nlogin_timeout_secs = {}\nshutdown_timeout_secs = {}\n{}\n\
              [listeners]\npostgres = \"127.0.0.1:0\"\nmysql = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [tls]\nmode = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
@@ -65,6 +68,7 @@ impl SluiceConfig {
              [routes.app]\nbackend = \"lite\"\n",
             self.login_timeout_secs,
             self.shutdown_timeout_secs,
+            self.server_options,
             self.tls_mode,
             pki.server_cert.display(),
             pki.server_key.display(),

@@ -103,6 +103,9 @@ pub struct Server {
     pub shutdown_timeout_secs: f64,
     /// Largest protocol message a client may send, in bytes.
     pub max_message_bytes: usize,
+    /// Seconds between checks of the config, policy and model files; a change reloads
+    /// them as SIGHUP does. 0 (the default): no watching.
+    pub watch_secs: f64,
 }
 
 impl Default for Server {
@@ -111,6 +114,7 @@ impl Default for Server {
             login_timeout_secs: 10.0,
             shutdown_timeout_secs: 30.0,
             max_message_bytes: 64 * 1024 * 1024,
+            watch_secs: 0.0,
         }
     }
 }
@@ -122,6 +126,11 @@ impl Server {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_timeout_secs)
+    }
+
+    /// How often to look for changed files; None: not at all.
+    pub fn watch_interval(&self) -> Option<Duration> {
+        (self.watch_secs > 0.0).then(|| Duration::from_secs_f64(self.watch_secs))
     }
 }
 

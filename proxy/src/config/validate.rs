@@ -159,6 +159,12 @@ fn check_server(config: &Config) -> Result<(), Problem> {
             "must be zero or positive".into(),
         ));
     }
+    if !positive(s.watch_secs) && s.watch_secs != 0.0 {
+        return Err((
+            "server.watch_secs".into(),
+            "must be zero (off) or positive".into(),
+        ));
+    }
     if s.max_message_bytes < 1024 {
         return Err((
             "server.max_message_bytes".into(),

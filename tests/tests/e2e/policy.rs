@@ -189,6 +189,30 @@ async fn postgresql_bypass_corpus_is_denied_and_allowed_counterparts_work() {
         .unwrap();
     assert!(!with.is_empty());
     assert_eq!(fingerprint(&owner).await, before);
+
+    // COPY: FROM STDIN is copy_in (allowed), TO STDOUT is copy_out (no rule), both through
+    // the extended protocol
+    use futures::SinkExt;
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY app.orders FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"7\t70\n8\t80\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let err = client
+        .copy_out("COPY app.orders TO STDOUT")
+        .await
+        .err()
+        .expect("COPY TO STDOUT is denied");
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+    let copied = owner
+        .query_one("SELECT count(*) FROM app.orders WHERE id IN (7, 8)", &[])
+        .await
+        .unwrap();
+    assert_eq!(copied.get::<_, i64>(0), 2);
 }
 
 #[tokio::test]
@@ -599,4 +623,60 @@ async fn connection_rules_refuse_at_login() {
     connect_tls(&s.conninfo("alice", "app", "require"), &s.prepared.pki)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_watched_policy_file_reloads_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.csv");
+    std::fs::write(&file, "p, alice, *, main.items, select, allow\n").unwrap();
+    let s = SluiceConfig {
+        extra: format!("[policy]\nfiles = [\"{}\"]\n", file.display()),
+        server_options: "watch_secs = 0.1".into(),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await;
+    let client = connect_tls(&s.conninfo("alice", "app", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    client.simple_query("SELECT name FROM items").await.unwrap();
+    let read = || async {
+        match client.simple_query("SELECT name FROM items").await {
+            Ok(_) => Some(true),
+            Err(e) if tests::clients::sqlstate(&e).as_deref() == Some("42501") => Some(false),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    std::fs::write(&file, "p, alice, *, main.other, select, allow\n").unwrap();
+    tests::wait_for(
+        "the watch to revoke",
+        std::time::Duration::from_secs(20),
+        || async { (read().await == Some(false)).then_some(()) },
+    )
+    .await;
+    // a broken file is refused and the last good policy stays
+    let failures = || async {
+        let (_, body) = tests::clients::http_get(s.admin, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix("sluice_reload_failures_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = failures().await;
+    std::fs::write(&file, "p, alice, *, main.items, select, allow\np, broken\n").unwrap();
+    tests::wait_for(
+        "the failed reload",
+        std::time::Duration::from_secs(20),
+        || async { (failures().await > before).then_some(()) },
+    )
+    .await;
+    assert_eq!(read().await, Some(false));
+    // fixed: the grant comes back
+    std::fs::write(&file, "p, alice, *, main.items, select, allow\n").unwrap();
+    tests::wait_for(
+        "the watch to grant",
+        std::time::Duration::from_secs(20),
+        || async { (read().await == Some(true)).then_some(()) },
+    )
+    .await;
 }

@@ -1,4 +1,5 @@
-//! Graceful shutdown of the sluice process on SIGTERM and SIGINT.
+//! The sluice process and its signals: graceful shutdown on SIGTERM and SIGINT, reload on
+//! SIGHUP.
 
 use std::time::Duration;
 
@@ -13,7 +14,18 @@ async fn spawn() -> (
     u16,
     std::net::SocketAddr,
 ) {
-    let prepared = SluiceConfig::default().write();
+    spawn_with(SluiceConfig::default()).await
+}
+
+async fn spawn_with(
+    config: SluiceConfig,
+) -> (
+    SluiceProcess,
+    tests::sluice::Prepared,
+    u16,
+    std::net::SocketAddr,
+) {
+    let prepared = config.write();
     let (port, admin) = (free_port(), free_port());
     let text = std::fs::read_to_string(&prepared.path).unwrap();
     let text = text
@@ -111,4 +123,55 @@ async fn a_running_query_finishes_before_shutdown() {
         matches!(&msgs[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("3000000"))
     );
     assert!(wait_exit(&mut process).await.success());
+}
+
+/// Some(()) when reading `items` is denied by policy.
+async fn denied(c: &tokio_postgres::Client) -> Option<()> {
+    match c.simple_query("SELECT name FROM items").await {
+        Err(e) => sqlstate(&e).filter(|s| s == "42501").map(|_| ()),
+        Ok(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_policies_and_a_broken_file_keeps_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.csv");
+    std::fs::write(&policy, "p, alice, *, main.items, select, allow\n").unwrap();
+    let config = SluiceConfig {
+        extra: format!("[policy]\nfiles = [\"{}\"]\n", policy.display()),
+        ..SluiceConfig::default()
+    };
+    let (process, prepared, port, admin) = spawn_with(config).await;
+    let client = login(port, &prepared).await;
+    client.simple_query("SELECT name FROM items").await.unwrap();
+    // the grant goes: the same connection is denied from its next statement on
+    std::fs::write(&policy, "p, alice, *, main.other, select, allow\n").unwrap();
+    process.signal("HUP");
+    wait_for("the reload", Duration::from_secs(20), || denied(&client)).await;
+    // a broken file that would restore the grant: refused, the last good policy stays
+    std::fs::write(
+        &policy,
+        "p, alice, *, main.items, select, allow\np, alice, main.items\n",
+    )
+    .unwrap();
+    process.signal("HUP");
+    wait_for(
+        "the failed reload",
+        Duration::from_secs(20),
+        || async move {
+            let (_, body) = tests::clients::http_get(admin, "/metrics").await;
+            body.lines()
+                .any(|l| l.starts_with("sluice_reload_failures_total") && l.ends_with(" 1"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        denied(&client).await.is_some(),
+        "the old policy still applies"
+    );
+    // and the process still serves new logins
+    let other = login(port, &prepared).await;
+    other.simple_query("SELECT 1").await.unwrap();
 }
