@@ -229,6 +229,9 @@ pub struct Permit {
     pub statements: Arc<[Classified]>,
 }
 
+/// Audit events a session holds for statements prepared and not yet run.
+const MAX_PENDING_EVENTS: usize = 64;
+
 /// One client session's view of access control.
 pub struct SessionPolicy {
     pub user: String,
@@ -327,9 +330,10 @@ impl SessionPolicy {
         if let Some(sink) = &access.audit {
             match &result {
                 Ok(s) => {
-                    // Requests decided earlier that have not run (prepared, not executed
-                    // yet): their outcome will not be told apart from this one's.
-                    self.finished(None);
+                    // Many statements prepared and never executed: write their events.
+                    if self.pending.len() >= MAX_PENDING_EVENTS {
+                        self.finished(None);
+                    }
                     let event = sink.statement(self, sql, s, Ok(()), started);
                     self.pending.push(event);
                 }
@@ -355,8 +359,8 @@ impl SessionPolicy {
     /// The requests checked since the last call have run: their audit events are written
     /// with `rows`, the rows returned or changed. Callers call it at the end of a round
     /// trip that executed something (a prepare alone does not finish the event). When
-    /// several requests were pipelined into one round trip, the split is unknown and each
-    /// event says null.
+    /// several requests wait (pipelined into one round trip, or prepared earlier and not
+    /// run yet), the split is unknown and each event says null.
     pub fn finished(&mut self, rows: Option<u64>) {
         let rows = if self.pending.len() == 1 { rows } else { None };
         for event in self.pending.drain(..) {

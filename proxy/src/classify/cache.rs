@@ -117,7 +117,7 @@ fn key(kind: u8, text: &str, scope: &Scope<'_>) -> String {
 /// characters. A run counts only when it is all digits and neither touches an
 /// identifier character nor a dot (`t1`, `$1`, `1abc` — a MySQL identifier — and `1.5`
 /// stay as they are).
-pub fn shape(sql: &str) -> Option<String> {
+fn shape(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
     if b.iter()
         .any(|&c| matches!(c, b'\'' | b'"' | b'`' | b'\\' | b'#') || !c.is_ascii() || c == 0)

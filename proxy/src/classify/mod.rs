@@ -10,7 +10,7 @@
 mod cache;
 mod walk;
 
-pub use cache::{shape, ClassifyCache};
+pub use cache::ClassifyCache;
 
 use policies::Action;
 use sqlparser::ast::Statement;
