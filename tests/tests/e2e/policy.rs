@@ -316,6 +316,84 @@ for sql in sys.stdin.read().split("\n----\n"):
 }
 
 #[tokio::test]
+async fn com_change_user_takes_the_new_users_rules() {
+    let my = Mariadb::shared().await;
+    let db = my.create_database("change");
+    my.sql(&format!(
+        "CREATE TABLE {db}.orders (id INT PRIMARY KEY, n INT); CREATE TABLE {db}.audit (id INT);
+         INSERT INTO {db}.orders VALUES (1, 10); INSERT INTO {db}.audit VALUES (1), (2);"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let file = dir.join("policy.csv");
+    let policy = format!(
+        "{}p, bob, *, {db}.audit, select, allow\np, bob, *, *, session, allow\n",
+        APP_POLICY.replace("app.", &format!("{db}."))
+    );
+    std::fs::write(&file, policy).unwrap();
+    let s = SluiceConfig {
+        users: vec![
+            ("alice".into(), "scram-sha-256"),
+            ("bob".into(), "scram-sha-256"),
+        ],
+        extra: format!(
+            "{}{}[policy]\nfiles = [\"{}\"]\n",
+            my_route("shop", my.port, &db, "transaction", ""),
+            my_route("elsewhere", my.port, &db, "transaction", ""),
+            file.display()
+        ),
+        user_options: "routes = [\"shop\"]".into(),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await;
+    let script = r#"
+import os, mysql.connector
+kw = dict(host="127.0.0.1", port=int(os.environ["PORT"]), use_pure=True, ssl_ca=os.environ["CA"])
+pw = os.environ["PW"]
+def run(c, sql):
+    cur = c.cursor()
+    try:
+        cur.execute(sql)
+        print(len(cur.fetchall()))
+    except mysql.connector.Error as e:
+        print(e.errno)
+    cur.close()
+c = mysql.connector.connect(user="alice", password=pw, database="shop", **kw)
+run(c, "SELECT * FROM orders")
+c.cmd_change_user(username="bob", password=pw, database="shop")
+run(c, "SELECT * FROM orders")
+run(c, "SELECT * FROM audit")
+for user, password, database in (("bob", pw, "elsewhere"), ("alice", "wrong", "shop")):
+    c = mysql.connector.connect(user="bob", password=pw, database="shop", **kw)
+    try:
+        c.cmd_change_user(username=user, password=password, database=database)
+        print("changed")
+    except mysql.connector.Error as e:
+        print(e.errno)
+"#;
+    let out = tests::clients::python(
+        script,
+        &[
+            ("PORT", s.mysql.port().to_string()),
+            ("PW", PASSWORD.to_string()),
+            ("CA", s.prepared.pki.ca_cert.display().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        // alice reads orders; as bob, orders are denied and audit is readable; a change
+        // to a route bob may not use, or with a wrong password, is refused
+        ["1", "1142", "2", "1045", "1045"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
 async fn a_reload_applies_to_the_next_statement_and_a_broken_one_keeps_the_old_state() {
     let (pg, db, _owner) = pg_fixture().await;
     let s = start(
