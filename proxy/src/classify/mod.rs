@@ -63,6 +63,9 @@ pub struct Classified {
     pub effects: Vec<Effect>,
     /// SQL-level `EXECUTE name`: the accesses are those recorded at PREPARE.
     pub executes: Option<String>,
+    /// Its answer is fixed by the tables it reads: no volatile or unknown function, no
+    /// session variable, no row lock. (Whether it reads only is in `action`/`accesses`.)
+    pub deterministic: bool,
 }
 
 /// A request that cannot be classified, and why.

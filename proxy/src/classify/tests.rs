@@ -367,3 +367,56 @@ fn a_search_path_set_earlier_in_the_request_applies_to_later_statements() {
         ]
     );
 }
+
+#[test]
+fn determinism() {
+    let deterministic = |dialect: Dialect, sql: &str| {
+        let c = classify(
+            sql,
+            &Scope {
+                dialect,
+                search_path: &[],
+                database: "app",
+            },
+        )
+        .unwrap();
+        c.iter().all(|c| c.deterministic)
+    };
+    let pg = |sql| deterministic(Dialect::Postgres, sql);
+    let my = |sql| deterministic(Dialect::Mysql, sql);
+    for sql in [
+        "SELECT * FROM t WHERE id = 1",
+        "SELECT count(*), lower(name) FROM t GROUP BY 2",
+        "SELECT a FROM t WHERE b IN (SELECT b FROM u WHERE c = $1)",
+        "WITH x AS (SELECT sum(n) AS s FROM t) SELECT s FROM x",
+    ] {
+        assert!(pg(sql), "{sql}");
+    }
+    for sql in [
+        "SELECT now()",
+        "SELECT * FROM t WHERE at > now() - interval '1 day'",
+        "SELECT CURRENT_TIMESTAMP",
+        "SELECT current_user",
+        "SELECT * FROM t ORDER BY random() LIMIT 1",
+        "SELECT gen_random_uuid()",
+        "SELECT * FROM t FOR UPDATE",
+        "SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE x = clock_timestamp())",
+        "SELECT app.my_function(1)",
+        "SELECT current_setting('work_mem')",
+        "SELECT * FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()",
+    ] {
+        assert!(!pg(sql), "{sql}");
+    }
+    assert!(my("SELECT * FROM t WHERE id = 1"));
+    for sql in [
+        "SELECT @x",
+        "SELECT * FROM t WHERE id = @id",
+        "SELECT @@version",
+        "SELECT rand()",
+        "SELECT uuid()",
+        "SELECT * FROM t WHERE d = curdate()",
+        "SELECT last_insert_id()",
+    ] {
+        assert!(!my(sql), "{sql}");
+    }
+}

@@ -26,6 +26,7 @@ pub(super) fn classify_one(stmt: &Statement, scope: &Scope<'_>) -> Result<Classi
         action: None,
         locks: false,
         skip_relations: HashSet::new(),
+        volatile: false,
         error: None,
     };
     let _ = stmt.visit(&mut walk);
@@ -61,6 +62,7 @@ pub(super) fn classify_one(stmt: &Statement, scope: &Scope<'_>) -> Result<Classi
         accesses,
         effects: walk.effects,
         executes: walk.executes,
+        deterministic: !walk.volatile && !walk.locks,
     })
 }
 
@@ -91,6 +93,9 @@ struct Walk<'s, 'a> {
     locks: bool,
     /// Table factors that are function calls, not relations (by name pointer).
     skip_relations: HashSet<*const ObjectName>,
+    /// Something whose value is not fixed by the tables read: a volatile or unknown
+    /// function, a session variable.
+    volatile: bool,
     error: Option<String>,
 }
 
@@ -331,8 +336,16 @@ impl Visitor for Walk<'_, '_> {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = e {
-            self.function(&f.name, Some(&f.args));
+        match e {
+            Expr::Function(f) => self.function(&f.name, Some(&f.args)),
+            // MySQL user and system variables (@x, @@x)
+            Expr::Identifier(i) if i.value.starts_with('@') => self.volatile = true,
+            Expr::CompoundIdentifier(parts)
+                if parts.first().is_some_and(|i| i.value.starts_with('@')) =>
+            {
+                self.volatile = true
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }

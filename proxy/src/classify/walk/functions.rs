@@ -36,8 +36,15 @@ impl Walk<'_, '_> {
             }
         } else if (SAFE.contains(&base) && qualified_ok) || catalog {
             // known to read nothing and change nothing beyond its arguments
+            if VOLATILE.contains(&base) || catalog {
+                self.volatile = true;
+            }
         } else {
             self.on_name(Action::Execute, name);
+        }
+        if !SAFE.contains(&base) {
+            // unknown functions may return anything
+            self.volatile = true;
         }
     }
 }
@@ -81,6 +88,56 @@ const DANGEROUS: &[&str] = &[
     "load_file",
     "sys_exec",
     "sys_eval",
+];
+
+/// Functions of the harmless list whose result is not fixed by their arguments and the
+/// tables read: time, randomness, the session, the server. A statement calling one is not
+/// deterministic (and never cached).
+const VOLATILE: &[&str] = &[
+    "age",
+    "connection_id",
+    "curdate",
+    "current_database",
+    "current_date",
+    "current_schema",
+    "current_schemas",
+    "current_setting",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "curtime",
+    "database",
+    "found_rows",
+    "from_unixtime",
+    "gen_random_uuid",
+    "generate_series",
+    "has_table_privilege",
+    "last_insert_id",
+    "lastval",
+    "localtime",
+    "localtimestamp",
+    "now",
+    "pg_backend_pid",
+    "pg_get_userbyid",
+    "pg_is_in_recovery",
+    "pg_relation_size",
+    "pg_sleep",
+    "pg_table_is_visible",
+    "pg_total_relation_size",
+    "random",
+    "row_count",
+    "schema",
+    "session_user",
+    "sleep",
+    "statement_timestamp",
+    "sysdate",
+    "timeofday",
+    "transaction_timestamp",
+    "unix_timestamp",
+    "user",
+    "utc_timestamp",
+    "uuid",
+    "version",
 ];
 
 /// Functions that write a sequence.
