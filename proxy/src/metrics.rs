@@ -21,6 +21,14 @@ pub const POLICY_DENIALS: &str = "sluice_policy_denials_total";
 pub const AUDIT_DROPPED: &str = "sluice_audit_dropped_total";
 pub const RELOADS: &str = "sluice_reloads_total";
 pub const RELOAD_FAILURES: &str = "sluice_reload_failures_total";
+pub const CACHE_HITS: &str = "sluice_cache_hits_total";
+pub const CACHE_MISSES: &str = "sluice_cache_misses_total";
+pub const CACHE_BYPASSES: &str = "sluice_cache_bypasses_total";
+pub const CACHE_STORES: &str = "sluice_cache_stores_total";
+pub const CACHE_INVALIDATIONS: &str = "sluice_cache_invalidations_total";
+pub const CACHE_ERRORS: &str = "sluice_cache_errors_total";
+pub const CACHE_ENTRY_BYTES: &str = "sluice_cache_entry_bytes";
+pub const CACHE_BREAKER_OPEN: &str = "sluice_cache_breaker_open";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -58,6 +66,23 @@ fn describe() {
     );
     describe_counter!(AUDIT_DROPPED, "Audit events not written, by reason.");
     describe_counter!(RELOADS, "Configuration reloads applied.");
+    describe_counter!(CACHE_HITS, "Reads answered from the cache.");
+    describe_counter!(CACHE_MISSES, "Cacheable reads not found in the cache.");
+    describe_counter!(CACHE_BYPASSES, "Reads that skipped the cache, by reason.");
+    describe_counter!(CACHE_STORES, "Answers stored in the cache.");
+    describe_counter!(
+        CACHE_INVALIDATIONS,
+        "Table (or whole-database) generations bumped by writes."
+    );
+    describe_counter!(
+        CACHE_ERRORS,
+        "Failed or timed-out Redis calls, by operation."
+    );
+    describe_histogram!(CACHE_ENTRY_BYTES, Unit::Bytes, "Sizes of stored answers.");
+    describe_gauge!(
+        CACHE_BREAKER_OPEN,
+        "1 while the Redis circuit breaker is open."
+    );
     describe_counter!(
         RELOAD_FAILURES,
         "Configuration reloads refused; the old state stayed."

@@ -35,9 +35,87 @@ pub struct Config {
     pub policy: Option<PolicyFiles>,
     #[serde(default)]
     pub audit: Audit,
+    /// The read cache's store (Redis or in-process); routes opt in with `[routes.X.cache]`.
+    #[serde(default)]
+    pub cache: CacheStore,
     /// The file this config was read from (for reload).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// Where cached answers and table generations live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheStore {
+    /// A Redis URL (`redis://host:port/db`, `rediss://` for TLS); shared by every sluice
+    /// instance pointing at it. None: an in-process cache (one instance only).
+    pub redis: Option<String>,
+    /// Redis Cluster seed URLs (instead of `redis`).
+    pub redis_cluster: Vec<String>,
+    /// Milliseconds one Redis call may take before the query goes to the backend.
+    pub timeout_ms: u64,
+    /// Consecutive Redis failures that open the circuit breaker (the cache is skipped).
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open before one call probes Redis again.
+    pub breaker_open_secs: f64,
+    /// Entries the in-process cache holds at most.
+    pub memory_entries: u64,
+    /// Largest answer stored, in bytes (larger ones are not cached).
+    pub max_entry_bytes: usize,
+}
+
+impl Default for CacheStore {
+    fn default() -> Self {
+        CacheStore {
+            redis: None,
+            redis_cluster: Vec::new(),
+            timeout_ms: 50,
+            breaker_failures: 5,
+            breaker_open_secs: 5.0,
+            memory_entries: 10_000,
+            max_entry_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A route's cache rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteCache {
+    /// Cache the answers of cacheable reads on this route.
+    pub enabled: bool,
+    /// Seconds an answer is kept (a backstop: writes through sluice invalidate at once).
+    pub ttl_secs: f64,
+    /// Per-table TTL overrides (`"public.orders" = 5`); a read of several tables keeps
+    /// the smallest.
+    pub tables: BTreeMap<String, f64>,
+    /// Tables (globs) whose reads are never cached.
+    pub never: Vec<String>,
+    /// What a write invalidates: `database` (default: every entry of the backend
+    /// database, safe with triggers, cascades and views) or `table` (only entries that
+    /// read the tables written; for schemas without triggers, cascading foreign keys or
+    /// views over written tables).
+    pub invalidate: Invalidate,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache {
+            enabled: false,
+            ttl_secs: 60.0,
+            tables: BTreeMap::new(),
+            never: Vec::new(),
+            invalidate: Invalidate::Database,
+        }
+    }
+}
+
+/// The reach of a write's invalidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Invalidate {
+    Database,
+    Table,
 }
 
 /// The casbin model and policy files.
@@ -315,6 +393,9 @@ pub struct Route {
     /// (default) or `allow` (unsafe: such statements skip the policy check).
     #[serde(default)]
     pub unparsed: Unparsed,
+    /// The read cache on this route (off by default).
+    #[serde(default)]
+    pub cache: RouteCache,
 }
 
 /// What happens to statements that cannot be classified.

@@ -1,0 +1,484 @@
+//! Where answers and table generations live: Redis (shared by every sluice instance using
+//! it) or an in-process cache.
+//!
+//! Every table of a backend database has a generation, bumped by each write sluice
+//! forwards. An entry's key holds the generations of the tables its statement read, so a
+//! write through any instance makes every older entry unreachable at once. With Redis, one
+//! round trip (a Lua script) reads the generations and the entry under them together.
+//! Keys of one backend database share a Redis Cluster hash tag, so the script's keys sit
+//! in one slot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::ConnectionLike;
+
+use crate::config::CacheStore;
+use crate::metrics as m;
+
+/// A lookup's outcome.
+pub enum Found {
+    /// The stored value (its key already compared by the caller).
+    Hit(Bytes),
+    /// Not stored: the generations read, to store the answer under.
+    Miss(String),
+    /// The store cannot be used now (Redis down, slow, or the breaker open).
+    Unavailable,
+}
+
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(Box<RedisStore>),
+}
+
+impl Store {
+    pub fn new(config: &CacheStore) -> Result<Store, String> {
+        if let Some(url) = &config.redis {
+            let client =
+                redis::Client::open(url.as_str()).map_err(|e| format!("cache.redis: {e}"))?;
+            let store = RedisStore::new(Target::Single(Box::new(client)), config);
+            return Ok(Store::Redis(Box::new(store)));
+        }
+        if !config.redis_cluster.is_empty() {
+            let client = redis::cluster::ClusterClient::new(config.redis_cluster.clone())
+                .map_err(|e| format!("cache.redis_cluster: {e}"))?;
+            let store = RedisStore::new(Target::Cluster(Box::new(client)), config);
+            return Ok(Store::Redis(Box::new(store)));
+        }
+        Ok(Store::Memory(MemoryStore::new(config.memory_entries)))
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    /// Reads the generations of `tables` (in `namespace`) and the entry stored under them.
+    pub async fn get(&self, namespace: &str, tables: &[String], base: &str) -> Found {
+        match self {
+            Store::Memory(s) => s.get(namespace, tables, base).await,
+            Store::Redis(s) => s.get(namespace, tables, base).await,
+        }
+    }
+
+    pub async fn put(
+        &self,
+        namespace: &str,
+        base: &str,
+        generations: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) {
+        match self {
+            Store::Memory(s) => s.put(namespace, base, generations, value, ttl).await,
+            Store::Redis(s) => s.put(namespace, base, generations, value, ttl).await,
+        }
+    }
+
+    /// Bumps the generation of every table in `tables`. Returns false when it may not have
+    /// happened (Redis trouble); the store then bumps the namespace's epoch once it can.
+    pub async fn bump(&self, namespace: &str, tables: &[String]) -> bool {
+        match self {
+            Store::Memory(s) => {
+                s.bump(namespace, tables);
+                true
+            }
+            Store::Redis(s) => s.bump(namespace, tables).await,
+        }
+    }
+
+    /// Drops every entry (generations stay: they only grow).
+    pub async fn flush(&self) -> Result<(), String> {
+        match self {
+            Store::Memory(s) => {
+                s.entries.invalidate_all();
+                Ok(())
+            }
+            Store::Redis(s) => s.flush().await,
+        }
+    }
+}
+
+/// The hash tag of a namespace's keys.
+fn tag(namespace: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(namespace.as_bytes());
+    let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{{sluice:{hex}}}")
+}
+
+fn entry_key(tag: &str, base: &str, generations: &str) -> String {
+    format!("{tag}:e:{base}:{generations}")
+}
+
+/// The in-process store.
+pub struct MemoryStore {
+    entries: moka::future::Cache<String, (Bytes, Instant)>,
+    generations: Mutex<HashMap<String, u64>>,
+}
+
+impl MemoryStore {
+    fn new(capacity: u64) -> MemoryStore {
+        MemoryStore {
+            entries: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
+            generations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn generations(&self, tag: &str, tables: &[String]) -> String {
+        let gens = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        tables
+            .iter()
+            .map(|t| {
+                gens.get(&format!("{tag}:g:{t}"))
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn get(&self, namespace: &str, tables: &[String], base: &str) -> Found {
+        let tag = tag(namespace);
+        let generations = self.generations(&tag, tables);
+        match self.entries.get(&entry_key(&tag, base, &generations)).await {
+            Some((value, expires)) if expires > Instant::now() => Found::Hit(value),
+            _ => Found::Miss(generations),
+        }
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        base: &str,
+        generations: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) {
+        let key = entry_key(&tag(namespace), base, generations);
+        self.entries
+            .insert(key, (value, Instant::now() + ttl))
+            .await;
+    }
+
+    fn bump(&self, namespace: &str, tables: &[String]) {
+        let tag = tag(namespace);
+        let mut gens = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        for t in tables {
+            *gens.entry(format!("{tag}:g:{t}")).or_insert(0) += 1;
+        }
+    }
+}
+
+enum Target {
+    Single(Box<redis::Client>),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let value = match self {
+            Conn::Single(c) => c.req_packed_command(cmd).await?,
+            Conn::Cluster(c) => c.req_packed_command(cmd).await?,
+        };
+        Ok(redis::from_redis_value(value)?)
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &mut self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> redis::RedisResult<T> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
+        match self {
+            Conn::Single(c) => invocation.invoke_async(c).await,
+            Conn::Cluster(c) => invocation.invoke_async(c).await,
+        }
+    }
+}
+
+/// Reads the generations (KEYS: the tables' generation keys, then the epoch key) and the
+/// entry stored under them (ARGV[1]: the entry key up to the generations).
+const LOOKUP: &str = r"
+local vals = redis.call('MGET', unpack(KEYS))
+local parts = {}
+for i, v in ipairs(vals) do
+  if v then parts[i] = v else parts[i] = '0' end
+end
+local gens = table.concat(parts, ',')
+return {gens, redis.call('GET', ARGV[1] .. gens)}
+";
+
+/// The Redis store, with a timeout per call and a circuit breaker.
+pub struct RedisStore {
+    target: Target,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    lookup: redis::Script,
+    timeout: Duration,
+    breaker: Breaker,
+    /// Namespaces whose generation bumps may have been lost while Redis was unreachable:
+    /// their epoch is bumped before the cache is used again.
+    lost: Mutex<Vec<String>>,
+    has_lost: AtomicBool,
+}
+
+struct Breaker {
+    failures: AtomicU32,
+    threshold: u32,
+    open_for: Duration,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    /// Whether a call may go to Redis now (closed, or open long enough to probe).
+    fn allows(&self) -> bool {
+        let mut open = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *open {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                // half open: this call probes; others wait for its outcome
+                *open = Some(Instant::now() + self.open_for);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        let mut open = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
+        if open.take().is_some() {
+            tracing::info!("cache: Redis reachable again; circuit breaker closed");
+            metrics::gauge!(m::CACHE_BREAKER_OPEN).set(0.0);
+        }
+    }
+
+    fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            let mut open = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
+            if open.is_none() {
+                tracing::warn!(failures = n, "cache: Redis failing; circuit breaker open");
+                metrics::gauge!(m::CACHE_BREAKER_OPEN).set(1.0);
+            }
+            *open = Some(Instant::now() + self.open_for);
+        }
+    }
+}
+
+impl RedisStore {
+    fn new(target: Target, config: &CacheStore) -> RedisStore {
+        RedisStore {
+            target,
+            conn: tokio::sync::Mutex::new(None),
+            lookup: redis::Script::new(LOOKUP),
+            timeout: Duration::from_millis(config.timeout_ms),
+            breaker: Breaker {
+                failures: AtomicU32::new(0),
+                threshold: config.breaker_failures.max(1),
+                open_for: Duration::from_secs_f64(config.breaker_open_secs),
+                open_until: Mutex::new(None),
+            },
+            lost: Mutex::new(Vec::new()),
+            has_lost: AtomicBool::new(false),
+        }
+    }
+
+    /// A connection (opened on first use; the connection manager reconnects by itself).
+    async fn conn(&self) -> redis::RedisResult<Conn> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(match c {
+                Conn::Single(c) => Conn::Single(c.clone()),
+                Conn::Cluster(c) => Conn::Cluster(c.clone()),
+            });
+        }
+        let conn = match &self.target {
+            Target::Single(client) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                Conn::Single(
+                    redis::aio::ConnectionManager::new_with_config((**client).clone(), config)
+                        .await?,
+                )
+            }
+            Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        };
+        let copy = match &conn {
+            Conn::Single(c) => Conn::Single(c.clone()),
+            Conn::Cluster(c) => Conn::Cluster(c.clone()),
+        };
+        *slot = Some(conn);
+        Ok(copy)
+    }
+
+    /// Runs one call under the timeout and the breaker; None when Redis cannot be used.
+    async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Option<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allows() {
+            return None;
+        }
+        let outcome = tokio::time::timeout(self.timeout, async {
+            let conn = self.conn().await?;
+            f(conn).await
+        })
+        .await;
+        let error = match outcome {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                if self.has_lost.load(Ordering::Acquire) && !self.restore_epochs().await {
+                    return None;
+                }
+                return Some(v);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        tracing::debug!(op, error = %error, "cache: Redis call failed");
+        metrics::counter!(m::CACHE_ERRORS, "op" => op).increment(1);
+        self.breaker.failure();
+        None
+    }
+
+    /// After an outage with lost bumps: bumps those namespaces' epochs, so nothing stored
+    /// before is served. False while that cannot be done.
+    async fn restore_epochs(&self) -> bool {
+        let namespaces: Vec<String> = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for ns in &namespaces {
+            let key = format!("{}:epoch", tag(ns));
+            let done = tokio::time::timeout(self.timeout, async {
+                let mut conn = self.conn().await?;
+                conn.query::<i64>(redis::cmd("INCR").arg(&key)).await
+            })
+            .await;
+            if !matches!(done, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        lost.retain(|n| !namespaces.contains(n));
+        self.has_lost.store(!lost.is_empty(), Ordering::Release);
+        tracing::info!("cache: epochs bumped after lost invalidations");
+        true
+    }
+
+    async fn get(&self, namespace: &str, tables: &[String], base: &str) -> Found {
+        let tag = tag(namespace);
+        let mut keys: Vec<String> = tables.iter().map(|t| format!("{tag}:g:{t}")).collect();
+        keys.push(format!("{tag}:epoch"));
+        let prefix = format!("{tag}:e:{base}:");
+        let script = &self.lookup;
+        let got = self
+            .call("get", |mut c| async move {
+                c.invoke::<(String, Option<Vec<u8>>)>(script, &keys, &[prefix])
+                    .await
+            })
+            .await;
+        match got {
+            Some((_, Some(value))) => Found::Hit(Bytes::from(value)),
+            Some((generations, None)) => Found::Miss(generations),
+            None => Found::Unavailable,
+        }
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        base: &str,
+        generations: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) {
+        let key = entry_key(&tag(namespace), base, generations);
+        let ms = ttl.as_millis().max(1) as u64;
+        self.call("put", |mut c| async move {
+            c.query::<()>(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value.as_ref())
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await
+        })
+        .await;
+    }
+
+    async fn bump(&self, namespace: &str, tables: &[String]) -> bool {
+        let tag = tag(namespace);
+        let mut pipe = redis::pipe();
+        for t in tables {
+            pipe.cmd("INCR").arg(format!("{tag}:g:{t}")).ignore();
+        }
+        let done = self
+            .call("bump", |c| async move {
+                match c {
+                    Conn::Single(mut c) => pipe.query_async::<()>(&mut c).await,
+                    Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
+                }
+            })
+            .await
+            .is_some();
+        if !done {
+            let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+            if !lost.iter().any(|n| n == namespace) {
+                lost.push(namespace.to_string());
+            }
+            self.has_lost.store(true, Ordering::Release);
+        }
+        done
+    }
+
+    async fn flush(&self) -> Result<(), String> {
+        // Entries are found through their generations; bumping every namespace's epoch is
+        // not possible without knowing them, so matching keys are deleted by scanning.
+        let mut conn = self.conn().await.map_err(|e| e.to_string())?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = conn
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("{sluice:*}:e:*")
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !keys.is_empty() {
+                let _: () = conn
+                    .query(redis::cmd("UNLINK").arg(&keys))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
