@@ -227,6 +227,9 @@ impl Denial {
 pub struct Permit {
     pub generation: u64,
     pub statements: Arc<[Classified]>,
+    /// The request could not be classified (allowed by `unparsed = "allow"` or with no
+    /// policy): what it reads and writes is unknown.
+    pub unclassified: bool,
 }
 
 /// Audit events a session holds for statements prepared and not yet run.
@@ -247,6 +250,15 @@ pub struct SessionPolicy {
     prepared: HashMap<String, Vec<Access>>,
     /// Audit events of permitted requests still running, oldest first.
     pending: Vec<PendingEvent>,
+    /// The read cache is on in this instance: every request is classified (for
+    /// invalidation and cacheability).
+    cache_on: bool,
+    /// A digest of everything that may change results in this session: startup
+    /// parameters and every settings statement since (for cache keys).
+    settings: String,
+    /// A settings change whose fate or reach is unknown happened (inside a transaction,
+    /// or an unclassified statement): the cache is not used again in this session.
+    settings_unknown: bool,
 }
 
 impl SessionPolicy {
@@ -268,6 +280,60 @@ impl SessionPolicy {
             search_path: Vec::new(),
             prepared: HashMap::new(),
             pending: Vec::new(),
+            cache_on: false,
+            settings: String::new(),
+            settings_unknown: false,
+        }
+    }
+
+    /// Turns on classification for the read cache, starting the settings digest from
+    /// the startup parameters (all but the user and application name).
+    pub fn with_cache(
+        mut self,
+        on: bool,
+        startup: &std::collections::BTreeMap<String, String>,
+    ) -> SessionPolicy {
+        self.cache_on = on;
+        if on {
+            let mut text = String::new();
+            for (k, v) in startup {
+                if k != "user" && k != "application_name" {
+                    text.push_str(&format!("{}:{k}={}:{v};", k.len(), v.len()));
+                }
+            }
+            self.settings = digest_chain("", &text);
+        }
+        self
+    }
+
+    /// The settings digest for cache keys; None when the session's settings are unknown.
+    pub fn cache_settings(&self) -> Option<&str> {
+        (!self.settings_unknown).then_some(self.settings.as_str())
+    }
+
+    /// Follows settings changes of a permitted request for cache keys.
+    fn track_settings(&mut self, sql: &str, permit: &Permit, in_transaction: bool) {
+        if !self.cache_on {
+            return;
+        }
+        if permit.unclassified {
+            self.settings_unknown = true;
+            return;
+        }
+        let changes = permit
+            .statements
+            .iter()
+            .any(|s| matches!(s.action, Action::Session | Action::Admin) || !s.effects.is_empty());
+        if changes {
+            if in_transaction
+                || permit
+                    .statements
+                    .iter()
+                    .any(|s| s.action == Action::Transaction)
+            {
+                self.settings_unknown = true;
+            }
+            self.settings = digest_chain(&self.settings, sql);
         }
     }
 
@@ -297,10 +363,11 @@ impl SessionPolicy {
     ) -> Result<Permit, Denial> {
         let started = Instant::now();
         let auditing = access.audit.is_some();
-        if access.policy.is_none() && !auditing {
+        if access.policy.is_none() && !auditing && !self.cache_on {
             return Ok(Permit {
                 generation: access.generation,
                 statements: Arc::new([]),
+                unclassified: true,
             });
         }
         if let Some(reason) = access.audit.as_ref().and_then(|a| a.refusing()) {
@@ -310,6 +377,7 @@ impl SessionPolicy {
             });
         }
         let classified = access.classified.classify(sql, &self.scope());
+        let unclassified = classified.is_err();
         let result: Result<Arc<[Classified]>, Denial> = match (&access.policy, classified) {
             (None, Ok(statements)) => Ok(statements),
             (None, Err(_)) => Ok(Arc::new([])),
@@ -345,10 +413,13 @@ impl SessionPolicy {
         }
         let statements = result?;
         self.apply(&statements, in_transaction);
-        Ok(Permit {
+        let permit = Permit {
             generation: access.generation,
             statements,
-        })
+            unclassified,
+        };
+        self.track_settings(sql, &permit, in_transaction);
+        Ok(permit)
     }
 
     /// Whether audit events wait for their statements' outcome.
@@ -466,6 +537,19 @@ impl Drop for SessionPolicy {
     fn drop(&mut self) {
         self.finished(None);
     }
+}
+
+/// The next link of a digest chain: sha256(previous, text), hex.
+fn digest_chain(previous: &str, text: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(previous.as_bytes());
+    h.update([0]);
+    h.update(text.as_bytes());
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The search_path a PostgreSQL client set at login, if any (`search_path` or

@@ -63,6 +63,9 @@ pub struct RouteEntry {
     pub backend: BackendHandle,
     pub pool_mode: PoolMode,
     pub clients: Arc<Limit>,
+    /// The read cache's rules here (None: no route caches; then nothing is invalidated
+    /// either). Lookups need `rules.enabled`.
+    pub cache: Option<crate::cache::RouteRules>,
 }
 
 /// A counter with a ceiling (0 = none), handing out slots.
@@ -113,6 +116,8 @@ pub struct State {
     pub sha2_cache: Mutex<HashMap<String, [u8; 32]>>,
     /// Live MySQL sessions by connection id, for KILL.
     pub mysql_sessions: Arc<crate::frontend::mysql::Sessions>,
+    /// The read cache, when a route enables it.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// Why state could not be built from a config.
@@ -131,6 +136,8 @@ pub enum StateError {
     Verifier(String, crate::auth::VerifierError),
     #[error(transparent)]
     Policy(#[from] policies::PolicyError),
+    #[error("{0}")]
+    Cache(String),
     #[error("audit.sink: {0}")]
     Audit(std::io::Error),
 }
@@ -154,6 +161,7 @@ impl State {
             }
         }
         let mut routes = HashMap::new();
+        let caching = config.routes.values().any(|r| r.cache.enabled);
         for (name, r) in &config.routes {
             let b = &config.backends[&r.backend];
             let backend = match b.kind {
@@ -169,17 +177,51 @@ impl State {
                     BackendHandle::Mysql(Arc::new(MyPool::new(&connect, pool_settings(r))))
                 }
             };
+            let database = r.database.clone().unwrap_or_else(|| name.clone());
+            // every route to a database some route caches invalidates on writes
+            let cache = caching.then(|| crate::cache::RouteRules {
+                rules: r.cache.clone(),
+                namespace: match b.kind {
+                    BackendKind::Sqlite => format!(
+                        "sqlite://{}",
+                        b.path
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display()
+                    ),
+                    kind => format!(
+                        "{}://{}:{}/{database}",
+                        format!("{kind:?}").to_lowercase(),
+                        b.host.as_deref().unwrap_or("localhost"),
+                        b.port.unwrap_or(if kind == BackendKind::Postgres {
+                            5432
+                        } else {
+                            3306
+                        })
+                    ),
+                },
+                role: b.user.clone().unwrap_or_default(),
+            });
             let entry = RouteEntry {
                 name: name.clone(),
-                database: r.database.clone().unwrap_or_else(|| name.clone()),
+                database,
                 backend,
                 pool_mode: r.pool_mode,
                 clients: Limit::new(r.max_clients),
+                cache,
             };
             routes.insert(name.clone(), Arc::new(entry));
         }
+        let cache = if caching {
+            Some(Arc::new(
+                crate::cache::Cache::new(&config.cache).map_err(StateError::Cache)?,
+            ))
+        } else {
+            None
+        };
         Ok(State {
             tls_mode: config.tls.mode,
+            cache,
             config,
             tls,
             access: ArcSwap::from_pointee(access),

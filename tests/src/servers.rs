@@ -440,26 +440,49 @@ impl Redis {
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/setup)");
+        let child = Redis::spawn(port, dir.path());
         let redis = Redis {
             port,
             child,
             _dir: dir,
         };
+        redis.wait_ready().await;
+        redis
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/setup)")
+    }
+
+    async fn wait_ready(&self) {
         wait_for("Redis to answer PING", START_LIMIT, || async {
-            (port_open(port).await && redis.command("PING").ok()? == "+PONG").then_some(())
+            (port_open(self.port).await && self.command("PING").ok()? == "+PONG").then_some(())
         })
         .await;
-        redis
+    }
+
+    /// Kills the server (SIGKILL: everything it held is gone).
+    pub fn kill(&mut self) {
+        stop_child(&mut self.child, "KILL");
+    }
+
+    /// Starts a new, empty server on the same port.
+    pub async fn restart(&mut self) {
+        self.child = Redis::spawn(self.port, self._dir.path());
+        self.wait_ready().await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// Sends one inline command and returns the first reply line.

@@ -4,6 +4,7 @@
 //! Run with `scripts/test` (which builds the `sluice` binary some tests spawn).
 
 mod admin;
+mod cache;
 mod cli;
 mod cross;
 mod harness;

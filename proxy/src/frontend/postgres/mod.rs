@@ -107,7 +107,8 @@ where
         route.backend.dialect(),
         &route.database,
     )
-    .with_search_path(crate::access::startup_search_path(&login.params).as_deref());
+    .with_search_path(crate::access::startup_search_path(&login.params).as_deref())
+    .with_cache(route.cache.is_some(), &login.params);
     let Some(_route_slot) = route.clients.enter() else {
         let msg = format!("too many connections for database \"{}\"", route.name);
         return refuse(conn, PgError::fatal("53300", msg)).await;

@@ -15,6 +15,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             None => Ok(Permit {
                 generation: 0,
                 statements: std::sync::Arc::new([]),
+                unclassified: true,
             }),
         }
     }

@@ -155,12 +155,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     }
 
     /// Checks a statement prepared under older policies again before it runs.
+    /// Checks the bound statement again after a reload, and notes what it writes.
     fn recheck(&mut self, statement: &[u8]) -> Result<(), crate::access::Denial> {
-        match self.permits.get_mut(statement) {
-            Some(permit) => self.policy.recheck(&self.state.access(), permit),
+        let Some(permit) = self.permits.get_mut(statement) else {
             // The server answers for a statement that was never parsed.
-            None => Ok(()),
-        }
+            return Ok(());
+        };
+        self.policy.recheck(&self.state.access(), permit)?;
+        let permit = permit.clone();
+        self.note_writes(&permit);
+        Ok(())
     }
 
     pub(super) async fn bind(&mut self, frame: Frame) {

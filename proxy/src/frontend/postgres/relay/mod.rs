@@ -8,6 +8,7 @@
 //! and (c) answer locally, in the right place in the stream, for messages it did not send
 //! (a Parse of a statement the server already has, a Close of a client statement).
 
+mod cache;
 mod extended;
 mod gucs;
 mod scan;
@@ -66,6 +67,7 @@ enum Event {
 
 struct Relay<'a, S> {
     client: &'a mut PgConn<ClientStream<S>>,
+    route: &'a RouteEntry,
     pool: &'a PgPool,
     transaction_mode: bool,
     server: Option<PooledServer>,
@@ -91,6 +93,10 @@ struct Relay<'a, S> {
     /// anything (for its audit event).
     rows: u64,
     executed: bool,
+    /// A cache miss being filled from the server's answer.
+    capture: Option<cache::Capture>,
+    /// Tables written, to invalidate in the cache.
+    writes: cache::Writes,
 }
 
 /// Serves a logged-in client on a PostgreSQL route until it leaves.
@@ -116,6 +122,7 @@ where
     let slot = Arc::new(ServerSlot::default());
     let mut relay = Relay {
         client: conn,
+        route,
         pool,
         transaction_mode: route.pool_mode == PoolMode::Transaction,
         server: None,
@@ -134,6 +141,8 @@ where
         permits: HashMap::new(),
         rows: 0,
         executed: false,
+        capture: None,
+        writes: cache::Writes::default(),
     };
     // Session mode takes its server connection now. Transaction mode needs one only to
     // learn the server's parameters the first time (which also proves the backend is
@@ -246,8 +255,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// them to the client and gives an idle transaction-mode connection back.
     async fn on_server_batch(&mut self, frame: Frame) -> std::io::Result<()> {
         self.on_server(frame);
+        // writes are invalidated before the client may see their ReadyForQuery
+        self.invalidate_due().await;
         while let Some(frame) = self.server_mut().buffered_frame()? {
             self.on_server(frame);
+            self.invalidate_due().await;
             self.client.flush_if_large().await?;
         }
         self.client.flush().await?;
@@ -381,16 +393,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     async fn query(&mut self, frame: Frame) {
         let sql = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
         let sql = String::from_utf8_lossy(sql);
-        if let Err(d) = self.check(&sql) {
-            self.fail_request(PgError::from(&d), true);
-            return;
-        }
+        let permit = match self.check(&sql) {
+            Ok(p) => p,
+            Err(d) => {
+                self.fail_request(PgError::from(&d), true);
+                return;
+            }
+        };
         if self.transaction_mode {
             if let Err(e) = self.gucs.check(&sql) {
                 self.fail_request(e, true);
                 return;
             }
         }
+        if self.cached_query(&sql, &permit).await {
+            return;
+        }
+        self.note_writes(&permit);
         self.executed = true;
         self.forward(frame, Expect::Query, true).await;
         if let Some(s) = self.server.as_deref_mut() {

@@ -78,6 +78,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     pub(super) fn on_server(&mut self, frame: Frame) {
         tracing::trace!(tag = %(frame.tag() as char), expect = ?self.expect, "server message");
         self.pump_injects();
+        if self.capture.is_some() {
+            self.capture(frame.tag(), frame.raw());
+        }
         let forward = match frame.tag() {
             b'1' => match self.expect.pop_front() {
                 Some(Expect::Parse { swallow, .. }) => !swallow,
@@ -90,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             },
             b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
             b'C' => {
+                self.cache_command(frame.body());
                 if self.policy.awaiting_outcome() {
                     self.rows += crate::audit::command_tag_rows(frame.body());
                 }
@@ -158,6 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     fn ready(&mut self, frame: &Frame) {
         let status = frame.body().first().copied().unwrap_or(b'I');
         self.server_mut().status = status;
+        self.cache_ready(status);
         self.server_failed = false;
         while let Some(e) = self.expect.pop_front() {
             if matches!(e, Expect::Sync | Expect::Query) {
@@ -188,6 +193,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// The server connection failed: the client gets an error and the connection ends.
     pub(super) async fn server_lost(&mut self, e: std::io::Error) -> Result<(), ConnError> {
         tracing::warn!(error = %e, "server connection lost");
+        self.capture = None;
+        self.invalidate_lost().await;
         if let Some(mut s) = self.server.take() {
             s.broken = true;
         }

@@ -1,0 +1,289 @@
+//! The read cache: answers served from it, writes through any instance invalidating at
+//! once (at COMMIT, not after ROLLBACK), what is never cached, what never shares an
+//! entry, and Redis trouble costing no client errors.
+
+use std::time::Duration;
+
+use tests::clients::connect_tls;
+use tests::servers::{Postgres, Redis, PG_PASSWORD, PG_ROLE};
+use tests::sluice::{pg_route, SluiceConfig, TestSluice};
+
+/// A database with `app.t` and `other.t` (same name, different rows), and its owner.
+async fn fixture() -> (std::sync::Arc<Postgres>, String, tokio_postgres::Client) {
+    let pg = Postgres::shared().await;
+    let db = pg.create_database("cache").await;
+    let owner = tests::clients::connect_plain(&format!(
+        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
+        pg.port
+    ))
+    .await
+    .unwrap();
+    owner
+        .batch_execute(
+            "CREATE SCHEMA app; CREATE SCHEMA other;
+             CREATE TABLE app.t (id int PRIMARY KEY, v text);
+             CREATE TABLE other.t (id int PRIMARY KEY, v text);
+             INSERT INTO app.t VALUES (1, 'a'); INSERT INTO other.t VALUES (1, 'other');",
+        )
+        .await
+        .unwrap();
+    (pg, db, owner)
+}
+
+/// A sluice with route `shop` caching, optionally through Redis.
+async fn sluice(pg: &Postgres, db: &str, redis: Option<&Redis>, extra: &str) -> TestSluice {
+    let store = match redis {
+        Some(r) => format!(
+            "[cache]\nredis = \"{}\"\ntimeout_ms = 200\nbreaker_open_secs = 0.5\n",
+            r.url()
+        ),
+        None => String::new(),
+    };
+    SluiceConfig {
+        extra: format!(
+            "{}[routes.shop.cache]\nenabled = true\ninvalidate = \"table\"\n{store}{extra}",
+            pg_route("shop", pg.port, db, "transaction", ""),
+        ),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await
+}
+
+async fn client(s: &TestSluice) -> tokio_postgres::Client {
+    connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap()
+}
+
+/// The first column of the first row.
+async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
+    let msgs = c.simple_query(sql).await.unwrap();
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Answers are stored in the background after they are sent: give that a moment.
+async fn stored() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+const READ: &str = "SELECT v FROM app.t WHERE id = 1";
+
+#[tokio::test]
+async fn reads_are_served_from_the_cache_and_writes_through_sluice_invalidate_them() {
+    let (pg, db, owner) = fixture().await;
+    let s = sluice(&pg, &db, None, "").await;
+    let c = client(&s).await;
+    assert_eq!(value(&c, READ).await, "a");
+    stored().await;
+    // a change behind sluice's back is not seen: the answer comes from the cache
+    owner
+        .batch_execute("UPDATE app.t SET v = 'behind' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&c, READ).await, "a");
+    // a write through sluice: the next read is fresh
+    c.simple_query("UPDATE app.t SET v = 'b' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&c, READ).await, "b");
+
+    // in a transaction: reads never use the cache, writes invalidate at COMMIT
+    let other = client(&s).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    owner
+        .batch_execute("UPDATE app.t SET v = 'behind2' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        value(&c, READ).await,
+        "behind2",
+        "a read in a transaction hit the cache"
+    );
+    c.batch_execute("UPDATE app.t SET v = 'rolled back' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        value(&other, READ).await,
+        "b",
+        "uncommitted: the cached answer stands"
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // ROLLBACK invalidates nothing: still the cached answer
+    assert_eq!(value(&other, READ).await, "b");
+    c.batch_execute("BEGIN; UPDATE app.t SET v = 'c' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&other, READ).await, "b");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(value(&other, READ).await, "c");
+
+    // volatile and locking reads are never cached
+    let volatile = "SELECT v || (now() IS NOT NULL)::text FROM app.t WHERE id = 1";
+    assert_eq!(value(&c, volatile).await, "ctrue");
+    owner
+        .batch_execute("UPDATE app.t SET v = 'd' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&c, volatile).await, "dtrue");
+    let hinted = "/* sluice:nocache */ SELECT v FROM app.t WHERE id = 1";
+    assert_eq!(value(&c, hinted).await, "d");
+
+    // the same text under another search_path has its own entry
+    let app = client(&s).await;
+    app.simple_query("SET search_path TO app").await.unwrap();
+    let oth = client(&s).await;
+    oth.simple_query("SET search_path TO other").await.unwrap();
+    let unqualified = "SELECT v FROM t WHERE id = 1";
+    assert_eq!(value(&app, unqualified).await, "d");
+    assert_eq!(value(&oth, unqualified).await, "other");
+    assert_eq!(value(&app, unqualified).await, "d");
+    let fresh = client(&s).await;
+    fresh.simple_query("SET search_path TO app").await.unwrap();
+    assert_eq!(value(&fresh, unqualified).await, "d");
+    fresh
+        .simple_query("SET search_path TO other")
+        .await
+        .unwrap();
+    assert_eq!(value(&fresh, unqualified).await, "other");
+
+    let (_, metrics) = tests::clients::http_get(s.admin, "/metrics").await;
+    assert!(metrics.contains("sluice_cache_hits_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn users_with_different_policies_never_share_entries() {
+    let (pg, db, owner) = fixture().await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let file = dir.join("policy.csv");
+    std::fs::write(
+        &file,
+        "p, alice, *, app.*, select, allow\np, bob, *, app.t, select, allow\n",
+    )
+    .unwrap();
+    let s = SluiceConfig {
+        users: vec![
+            ("alice".into(), "scram-sha-256"),
+            ("bob".into(), "scram-sha-256"),
+        ],
+        extra: format!(
+            "{}[routes.shop.cache]\nenabled = true\n[policy]\nfiles = [\"{}\"]\n",
+            pg_route("shop", pg.port, &db, "transaction", ""),
+            file.display()
+        ),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await;
+    let alice = client(&s).await;
+    assert_eq!(value(&alice, READ).await, "a");
+    stored().await;
+    owner
+        .batch_execute("UPDATE app.t SET v = 'new' WHERE id = 1")
+        .await
+        .unwrap();
+    let bob = connect_tls(&s.conninfo("bob", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    assert_eq!(
+        value(&bob, READ).await,
+        "new",
+        "bob was served alice's entry"
+    );
+    assert_eq!(value(&alice, READ).await, "a", "alice's entry is hers");
+}
+
+#[tokio::test]
+async fn two_instances_share_redis_and_a_write_through_one_is_seen_by_the_other() {
+    let (pg, db, owner) = fixture().await;
+    let mut redis = Redis::start().await;
+    let a = sluice(&pg, &db, Some(&redis), "").await;
+    let b = sluice(&pg, &db, Some(&redis), "").await;
+    let (ca, cb) = (client(&a).await, client(&b).await);
+    assert_eq!(value(&cb, READ).await, "a");
+    stored().await;
+    owner
+        .batch_execute("UPDATE app.t SET v = 'behind' WHERE id = 1")
+        .await
+        .unwrap();
+    // a's first read finds b's entry in Redis
+    assert_eq!(value(&ca, READ).await, "a");
+    ca.simple_query("UPDATE app.t SET v = 'b' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&cb, READ).await, "b");
+
+    // Redis gone: no client error, reads and writes go to the backend
+    redis.kill();
+    for i in 0..20 {
+        ca.simple_query(&format!("UPDATE app.t SET v = 'down{i}' WHERE id = 1"))
+            .await
+            .unwrap();
+        assert_eq!(value(&cb, READ).await, format!("down{i}"));
+    }
+    // back (empty): nothing stale is served, and caching resumes
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ca.simple_query("UPDATE app.t SET v = 'up' WHERE id = 1")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(value(&cb, READ).await, "up");
+        assert_eq!(value(&ca, READ).await, "up");
+    }
+    let (_, metrics) = tests::clients::http_get(b.admin, "/metrics").await;
+    assert!(metrics.contains("sluice_cache_errors_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn no_read_after_a_completed_write_returns_the_old_value() {
+    let (pg, db, _owner) = fixture().await;
+    let redis = Redis::start().await;
+    let a = sluice(&pg, &db, Some(&redis), "").await;
+    let b = sluice(&pg, &db, Some(&redis), "").await;
+    owner_rows(&pg, &db).await;
+    let mut tasks = Vec::new();
+    // four writer/reader pairs, each on its own row, crossing instances both ways
+    for pair in 0..4 {
+        let (w, r) = if pair % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (writer, reader) = (client(w).await, client(r).await);
+        tasks.push(tokio::spawn(async move {
+            let read = format!("SELECT v FROM app.t WHERE id = {}", 10 + pair);
+            for round in 0..2500 {
+                writer
+                    .simple_query(&format!(
+                        "UPDATE app.t SET v = '{round}' WHERE id = {}",
+                        10 + pair
+                    ))
+                    .await
+                    .unwrap();
+                let seen: i64 = value(&reader, &read).await.parse().unwrap();
+                assert!(
+                    seen >= round,
+                    "pair {pair}: read {seen} after writing {round}"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn owner_rows(pg: &Postgres, db: &str) {
+    let owner = tests::clients::connect_plain(&format!(
+        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
+        pg.port
+    ))
+    .await
+    .unwrap();
+    owner
+        .batch_execute("INSERT INTO app.t SELECT g, '-1' FROM generate_series(10, 13) g")
+        .await
+        .unwrap();
+}
