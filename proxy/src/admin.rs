@@ -1,5 +1,6 @@
 //! Admin HTTP listener: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text),
-//! `POST /reload` (users, policies and audit settings from the config file).
+//! `POST /reload` (users, policies and audit settings from the config file), `POST
+//! /cache/flush` (drops every cached answer).
 //!
 //! A deliberately small HTTP/1.1 server: one request per connection, bounded header size
 //! and read time.
@@ -118,6 +119,19 @@ async fn handle(
                 }
             }
         }
+        ("POST", "/cache/flush") => match &state.cache {
+            Some(cache) => match cache.flush().await {
+                Ok(()) => respond(&mut stream, "200 OK", "text/plain", "cache flushed\n").await,
+                Err(e) => {
+                    let body = format!("cache flush failed: {e}\n");
+                    respond(&mut stream, "503 Service Unavailable", "text/plain", &body).await
+                }
+            },
+            None => {
+                let body = "no route has the cache enabled\n";
+                respond(&mut stream, "404 Not Found", "text/plain", body).await
+            }
+        },
         ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
         _ => {
             respond(

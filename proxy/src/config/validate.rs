@@ -72,6 +72,51 @@ pub fn validate(config: &Config) -> Result<(), Problem> {
                 "must be at least 1".into(),
             ));
         }
+        let c = &route.cache;
+        let ttl_ok = |v: f64| v.is_finite() && v > 0.0;
+        if !ttl_ok(c.ttl_secs) {
+            return Err((
+                format!("routes.{name}.cache.ttl_secs"),
+                "must be a positive number of seconds".into(),
+            ));
+        }
+        if let Some((table, _)) = c.tables.iter().find(|(_, v)| !ttl_ok(**v)) {
+            return Err((
+                format!("routes.{name}.cache.tables.{table}"),
+                "must be a positive number of seconds".into(),
+            ));
+        }
+    }
+    check_cache(config)
+}
+
+fn check_cache(config: &Config) -> Result<(), Problem> {
+    let c = &config.cache;
+    if c.redis.is_some() && !c.redis_cluster.is_empty() {
+        return Err((
+            "cache.redis_cluster".into(),
+            "set either cache.redis or cache.redis_cluster, not both".into(),
+        ));
+    }
+    for url in c.redis.iter().chain(&c.redis_cluster) {
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(("cache.redis".into(), format!("invalid Redis URL: {e}")));
+        }
+    }
+    if c.timeout_ms == 0 {
+        return Err(("cache.timeout_ms".into(), "must be at least 1".into()));
+    }
+    if !(c.breaker_open_secs.is_finite() && c.breaker_open_secs > 0.0) {
+        return Err((
+            "cache.breaker_open_secs".into(),
+            "must be a positive number of seconds".into(),
+        ));
+    }
+    if c.memory_entries == 0 || c.max_entry_bytes == 0 {
+        return Err((
+            "cache.memory_entries".into(),
+            "memory_entries and max_entry_bytes must be at least 1".into(),
+        ));
     }
     Ok(())
 }
@@ -235,6 +280,32 @@ mod tests {
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("unknown_knob"), "{err}");
         assert!(err.contains("line 10"), "{err}");
+    }
+
+    #[test]
+    fn cache_settings_are_checked() {
+        let ok = base() + "[routes.app.cache]\nenabled = true\ntables = { \"main.t\" = 5 }\n";
+        assert!(load(&ok).unwrap().routes["app"].cache.enabled);
+        for (extra, key) in [
+            (
+                "[routes.app.cache]\nttl_secs = 0\n",
+                "routes.app.cache.ttl_secs",
+            ),
+            (
+                "[routes.app.cache]\ntables = { \"main.t\" = -1 }\n",
+                "routes.app.cache.tables.main.t",
+            ),
+            ("[routes.app.cache]\ninvalidate = \"row\"\n", "invalidate"),
+            ("[cache]\ntimeout_ms = 0\n", "cache.timeout_ms"),
+            ("[cache]\nredis = \"nonsense\"\n", "cache.redis"),
+            (
+                "[cache]\nredis = \"redis://a/\"\nredis_cluster = [\"redis://b/\"]\n",
+                "cache.redis_cluster",
+            ),
+        ] {
+            let err = load(&(base() + extra)).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -154,6 +154,17 @@ async fn reads_are_served_from_the_cache_and_writes_through_sluice_invalidate_th
 
     let (_, metrics) = tests::clients::http_get(s.admin, "/metrics").await;
     assert!(metrics.contains("sluice_cache_hits_total"), "{metrics}");
+
+    // POST /cache/flush drops every answer
+    owner
+        .batch_execute("UPDATE app.t SET v = 'flushed' WHERE id = 1")
+        .await
+        .unwrap();
+    // ('c' was cached after the COMMIT; 'd' was written behind sluice's back)
+    assert_eq!(value(&c, READ).await, "c");
+    let (status, body) = tests::clients::http_post(s.admin, "/cache/flush").await;
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(value(&c, READ).await, "flushed");
 }
 
 #[tokio::test]
