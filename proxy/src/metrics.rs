@@ -23,6 +23,7 @@ pub const RELOADS: &str = "sluice_reloads_total";
 pub const RELOAD_FAILURES: &str = "sluice_reload_failures_total";
 pub const CACHE_HITS: &str = "sluice_cache_hits_total";
 pub const CACHE_MISSES: &str = "sluice_cache_misses_total";
+pub const CACHE_SHARED: &str = "sluice_cache_shared_total";
 pub const CACHE_BYPASSES: &str = "sluice_cache_bypasses_total";
 pub const CACHE_STORES: &str = "sluice_cache_stores_total";
 pub const CACHE_INVALIDATIONS: &str = "sluice_cache_invalidations_total";
@@ -68,6 +69,10 @@ fn describe() {
     describe_counter!(RELOADS, "Configuration reloads applied.");
     describe_counter!(CACHE_HITS, "Reads answered from the cache.");
     describe_counter!(CACHE_MISSES, "Cacheable reads not found in the cache.");
+    describe_counter!(
+        CACHE_SHARED,
+        "Reads answered by an identical read running for another session (counted as hits too)."
+    );
     describe_counter!(CACHE_BYPASSES, "Reads that skipped the cache, by reason.");
     describe_counter!(CACHE_STORES, "Answers stored in the cache.");
     describe_counter!(

@@ -11,7 +11,8 @@
 
 mod store;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -40,10 +41,17 @@ const CATALOGS: &[&str] = &[
     "main.sqlite_schema",
 ];
 
+/// The longest a read waits for another session's identical read to fill the cache.
+const WAIT_FOR_FILL: Duration = Duration::from_secs(60);
+
+/// Misses being filled now, by entry: later identical misses wait for the answer.
+type Flights = Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<Option<Bytes>>>>>;
+
 /// The cache of one sluice instance (shared with others through Redis).
 pub struct Cache {
     store: Store,
     max_entry_bytes: usize,
+    flights: Flights,
 }
 
 /// A route's cache settings, resolved at startup.
@@ -69,10 +77,31 @@ pub struct Plan {
     ttl: Duration,
 }
 
-/// A miss to fill: store the answer once it is complete.
+/// A miss to fill: store the answer once it is complete. Dropping it unfilled lets
+/// the reads waiting for it run their own query.
 pub struct Fill {
     plan: Plan,
     generations: String,
+    flight: Flight,
+}
+
+/// This session's claim on filling one entry.
+struct Flight {
+    key: String,
+    flights: Flights,
+    answer: tokio::sync::watch::Sender<Option<Bytes>>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights
+            .get(&self.key)
+            .is_some_and(|tx| tx.same_channel(&self.answer))
+        {
+            flights.remove(&self.key);
+        }
+    }
 }
 
 /// What a lookup found.
@@ -100,6 +129,7 @@ impl Cache {
         Ok(Cache {
             store: Store::new(config)?,
             max_entry_bytes: config.max_entry_bytes,
+            flights: Arc::default(),
         })
     }
 
@@ -207,8 +237,58 @@ impl Cache {
                 }
             },
             Found::Miss(generations) => {
-                metrics::counter!(m::CACHE_MISSES).increment(1);
-                Lookup::Miss(Fill { plan, generations })
+                let key = format!("{}:{}:{generations}", plan.namespace, plan.base);
+                let waiting = {
+                    let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    match flights.get(&key) {
+                        Some(tx) => Err(tx.subscribe()),
+                        None => {
+                            let (tx, _) = tokio::sync::watch::channel(None);
+                            flights.insert(key.clone(), tx.clone());
+                            Ok(tx)
+                        }
+                    }
+                };
+                match waiting {
+                    Ok(answer) => {
+                        metrics::counter!(m::CACHE_MISSES).increment(1);
+                        let flight = Flight {
+                            key,
+                            flights: self.flights.clone(),
+                            answer,
+                        };
+                        Lookup::Miss(Fill {
+                            plan,
+                            generations,
+                            flight,
+                        })
+                    }
+                    // the same read is running for another session: share its answer
+                    Err(mut rx) => {
+                        let shared = tokio::time::timeout(WAIT_FOR_FILL, async {
+                            loop {
+                                if let Some(a) = rx.borrow_and_update().clone() {
+                                    return Some(a);
+                                }
+                                if rx.changed().await.is_err() {
+                                    return None;
+                                }
+                            }
+                        })
+                        .await;
+                        match shared {
+                            Ok(Some(answer)) => {
+                                metrics::counter!(m::CACHE_HITS).increment(1);
+                                metrics::counter!(m::CACHE_SHARED).increment(1);
+                                Lookup::Hit(answer)
+                            }
+                            _ => {
+                                metrics::counter!(m::CACHE_MISSES).increment(1);
+                                Lookup::Unavailable
+                            }
+                        }
+                    }
+                }
             }
             Found::Unavailable => {
                 metrics::counter!(m::CACHE_BYPASSES, "reason" => "store_unavailable").increment(1);
@@ -225,6 +305,8 @@ impl Cache {
             return;
         }
         metrics::histogram!(m::CACHE_ENTRY_BYTES).record(answer.len() as f64);
+        // reads waiting for this one get the answer now; later ones find it stored
+        fill.flight.answer.send_replace(Some(answer.clone()));
         let value = pack(&fill.plan.key, &answer);
         let cache = self.clone();
         tokio::spawn(async move {
@@ -234,6 +316,7 @@ impl Cache {
                 .put(&p.namespace, &p.base, &fill.generations, value, p.ttl)
                 .await;
             metrics::counter!(m::CACHE_STORES).increment(1);
+            drop(fill);
         });
     }
 

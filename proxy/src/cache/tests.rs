@@ -173,3 +173,44 @@ fn writes_of_unknown_reach_invalidate_the_database() {
     assert_eq!(written(&[], false), ["*"]);
     assert!(written(&stmts("SELECT * FROM a"), true).is_empty());
 }
+
+#[tokio::test]
+async fn concurrent_misses_share_one_fill() {
+    let cache = memory();
+    let r = route(Invalidate::Table);
+    let sql = "SELECT * FROM orders WHERE id = 7";
+    let plan = || cache.plan(&r, &parts(sql), &stmts(sql)).unwrap();
+    let Lookup::Miss(fill) = cache.lookup(plan()).await else {
+        panic!("empty cache")
+    };
+    // a second identical read waits for the first one's answer
+    let waiter = {
+        let cache = cache.clone();
+        let p = plan();
+        tokio::spawn(async move { cache.lookup(p).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished());
+    cache.fill(fill, Bytes::from_static(b"shared"));
+    let Lookup::Hit(answer) = waiter.await.unwrap() else {
+        panic!("the waiting read ran its own query")
+    };
+    assert_eq!(&answer[..], b"shared");
+
+    // a fill given up (the query failed): the waiting read runs its own query
+    let sql = "SELECT * FROM orders WHERE id = 8";
+    let plan = || cache.plan(&r, &parts(sql), &stmts(sql)).unwrap();
+    let Lookup::Miss(fill) = cache.lookup(plan()).await else {
+        panic!("empty cache")
+    };
+    let waiter = {
+        let cache = cache.clone();
+        let p = plan();
+        tokio::spawn(async move { cache.lookup(p).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(fill);
+    assert!(matches!(waiter.await.unwrap(), Lookup::Unavailable));
+    // and the next read fills it again
+    assert!(matches!(cache.lookup(plan()).await, Lookup::Miss(_)));
+}
