@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# bench/cache.sh — the read cache: PostgreSQL directly, through sluice without a cache,
+# and through sluice with a Redis cache.
+#
+# How to run:   bash bench/cache.sh
+# Knobs (env):  DURATION=10 (seconds per run)  ROUNDS=3  CLIENTS=8  POOL=16  SCALE=10
+#               HOT=1000 (point reads pick an account among the first HOT)
+#
+# Starts its own PostgreSQL and Redis (temp dirs, free ports) and two release builds of
+# sluice (transaction mode, server pool $POOL): one without a cache, one caching route
+# `bench` in that Redis. pgbench -i at scale $SCALE makes pgbench_accounts (100,000 rows
+# per scale unit). Two workloads, each run against the three targets back to back in an
+# order that rotates per round:
+#   expensive  an aggregate over the whole of pgbench_accounts
+#   point      SELECT abalance ... WHERE aid = random(1, $HOT)
+# Prints the median TPS per target, the ratios to direct, and p50/p99 latency from
+# pgbench's per-transaction logs, and a Redis GET round trip measured in the same run
+# (redis-benchmark, one client) to compare a cache hit's latency with.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+CLIENTS="${CLIENTS:-8}"
+POOL="${POOL:-16}"
+SCALE="${SCALE:-10}"
+HOT="${HOT:-1000}"
+PASSWORD="bench-pw"
+
+need() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get install -y -q "$2" >/dev/null
+        else
+            echo "bench/cache.sh: $1 is missing; install the Debian package $2" >&2
+            exit 1
+        fi
+    fi
+}
+need pgbench postgresql-client
+need redis-server redis-server
+need redis-benchmark redis-tools
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+WORK="$(mktemp -d /tmp/sluice-cache-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -n "${PGPID:-}" ] && kill -QUIT "$PGPID" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+
+echo "== building sluice (release)"
+(cd "$ROOT" && cargo build --release --locked -q -p proxy --bin sluice)
+SLUICE="$ROOT/target/release/sluice"
+
+echo "== starting PostgreSQL and Redis"
+PGPORT="$(free_port)"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --no-sync --locale=C >/dev/null
+as_pg "$PGBIN/postgres" -D "$WORK/pg" -p "$PGPORT" -k "$WORK" -c listen_addresses=127.0.0.1 \
+    -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off \
+    >"$WORK/pg.log" 2>&1 &
+PGPID=$!
+REDIS_PORT="$(free_port)"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK" \
+    >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+wait_port "$PGPORT"
+wait_port "$REDIS_PORT"
+sleep 0.5
+psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" \
+    -c "CREATE DATABASE bench OWNER bench" >/dev/null
+echo "== pgbench -i -s $SCALE"
+PGPASSWORD="$PASSWORD" pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U bench bench 2>&1 | tail -1
+
+echo "== starting sluice without and with the cache (pool $POOL, transaction mode)"
+VERIFIER="$(printf '%s\n' "$PASSWORD" | "$SLUICE" passwd | tail -1)"
+PLAIN_PORT="$(free_port)"
+CACHE_PORT="$(free_port)"
+config() { # port
+    cat <<EOF
+[listeners]
+postgres = "127.0.0.1:$1"
+[users.bench]
+password = "$VERIFIER"
+[backends.pg]
+kind = "postgres"
+host = "127.0.0.1"
+port = $PGPORT
+user = "bench"
+password = "$PASSWORD"
+[routes.bench]
+backend = "pg"
+pool_mode = "transaction"
+pool_size = $POOL
+max_clients = 500
+EOF
+}
+config "$PLAIN_PORT" >"$WORK/plain.toml"
+{
+    config "$CACHE_PORT"
+    printf '[routes.bench.cache]\nenabled = true\nttl_secs = 300\n'
+    printf '[cache]\nredis = "redis://127.0.0.1:%s/"\n' "$REDIS_PORT"
+} >"$WORK/cache.toml"
+"$SLUICE" --config "$WORK/plain.toml" >"$WORK/plain.log" 2>&1 &
+PIDS+=($!)
+"$SLUICE" --config "$WORK/cache.toml" >"$WORK/cache.log" 2>&1 &
+PIDS+=($!)
+wait_port "$PLAIN_PORT"
+wait_port "$CACHE_PORT"
+
+cat >"$WORK/expensive.sql" <<'EOF'
+SELECT bid, count(*), sum(abalance), avg(abalance) FROM pgbench_accounts GROUP BY bid ORDER BY bid;
+EOF
+cat >"$WORK/point.sql" <<EOF
+\set aid random(1, $HOT)
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+EOF
+
+declare -A PORT=([direct]="$PGPORT" [sluice]="$PLAIN_PORT" [cache]="$CACHE_PORT")
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+run_one() { # target workload [clients]
+    local out tps logdir="$WORK/log-$1-$2-$RANDOM" clients="${3:-$CLIENTS}"
+    mkdir -p "$logdir"
+    out="$(cd "$logdir" && PGPASSWORD="$PASSWORD" pgbench -n -M simple -f "$WORK/$2.sql" -c "$clients" \
+        -j 2 -T "$DURATION" -l -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
+    tps="$(echo "$out" | awk '/^tps = /{print $3}')"
+    if ! echo "$out" | grep -q "number of failed transactions: 0 " || [ -z "$tps" ]; then
+        echo "   $1 $2: FAILED: $(echo "$out" | grep -m1 -i error || true)" >&2
+        tps="fail"
+    fi
+    # per-transaction latencies (microseconds, third field) of this run
+    local lat
+    lat="$(cat "$logdir"/pgbench_log.* 2>/dev/null | awk '{print $3}' | sort -n | awk '
+        {v[NR]=$1} END {if (NR) printf "%d %d", v[int(NR*0.5)+1], v[int(NR*0.99)+1]; else print "0 0"}')"
+    rm -rf "$logdir"
+    echo "$2-c$clients $1 $tps $lat" >>"$RESULTS"
+    printf '   %-7s %-9s c=%-3s %12s tps  p50/p99 %s us\n' "$1" "$2" "$clients" "$tps" "${lat/ //}"
+}
+
+ORDERS=("direct sluice cache" "sluice cache direct" "cache direct sluice")
+for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round/$ROUNDS"
+    order="${ORDERS[$(((round - 1) % 3))]}"
+    for workload in expensive point; do
+        for target in $order; do run_one "$target" "$workload"; done
+    done
+    # one client: the latency of a cache hit alone
+    for target in $order; do run_one "$target" point 1; done
+done
+
+echo "== Redis GET round trip (redis-benchmark, 1 client)"
+redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null | tail -1 >"$WORK/redis.csv"
+cat "$WORK/redis.csv"
+
+echo
+echo "== median over $ROUNDS rounds of ${DURATION}s ($CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, $(nproc) cores)"
+python3 - "$RESULTS" "$WORK/redis.csv" "$CLIENTS" <<'EOF'
+import csv, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for line in open(sys.argv[1]):
+    workload, target, tps, p50, p99 = line.split()
+    runs[(workload, target)].append((tps, int(p50), int(p99)))
+def med(vals, i):
+    if any(v[0] == "fail" for v in vals):
+        return None
+    return statistics.median(float(v[i]) for v in vals)
+print(f"{'workload':14} {'target':7} {'tps':>10} {'x direct':>8} {'p50 us':>8} {'p99 us':>8}")
+hit_p50 = None
+clients = sys.argv[3]
+for workload in (f"expensive-c{clients}", f"point-c{clients}", "point-c1"):
+    direct = med(runs[(workload, "direct")], 0)
+    for target in ("direct", "sluice", "cache"):
+        vals = runs[(workload, target)]
+        tps = med(vals, 0)
+        p50, p99 = med(vals, 1), med(vals, 2)
+        ratio = f"{tps / direct:8.2f}" if tps and direct else "     n/a"
+        shown = f"{tps:10.0f}" if tps else "      fail"
+        print(f"{workload:14} {target:7} {shown} {ratio} {p50 or 0:8.0f} {p99 or 0:8.0f}")
+        if workload == "point-c1" and target == "cache":
+            hit_p50 = p50
+row = next(csv.reader(open(sys.argv[2])))
+# "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+try:
+    redis_p50_us = float(row[4]) * 1000
+    if hit_p50:
+        print(f"Redis GET p50 {redis_p50_us:.0f} us; cached point read p50 (1 client) "
+              f"{hit_p50:.0f} us = {hit_p50 / redis_p50_us:.1f}x the Redis round trip")
+except (IndexError, ValueError):
+    print("Redis GET figures unavailable:", row)
+EOF
