@@ -165,6 +165,24 @@ async fn reads_are_served_from_the_cache_and_writes_through_sluice_invalidate_th
     let (status, body) = tests::clients::http_post(s.admin, "/cache/flush").await;
     assert!(status.contains("200"), "{status} {body}");
     assert_eq!(value(&c, READ).await, "flushed");
+
+    // a write through the MySQL frontend to the same database invalidates too
+    stored().await;
+    let out = tests::clients::python(
+        "import os, pymysql\nc = pymysql.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='alice', password=os.environ['PW'], database='shop', autocommit=True)\nc.cursor().execute(\"UPDATE app.t SET v = 'via mysql' WHERE id = 1\")\nprint('ok')\n",
+        &[
+            ("PORT", s.mysql.port().to_string()),
+            ("PW", tests::sluice::PASSWORD.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(value(&c, READ).await, "via mysql");
 }
 
 #[tokio::test]

@@ -32,3 +32,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 }
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    /// After a request ran: invalidates in the read cache what it wrote, or, inside a
+    /// transaction, keeps that for COMMIT (a ROLLBACK drops it). Runs before the answer
+    /// is flushed to the client.
+    pub(super) async fn settle_writes(&mut self, permit: &Permit, sql: &str) {
+        let (Some(cache), Some(route)) = (
+            self.state.cache.as_ref(),
+            self.route.as_ref().and_then(|r| r.cache.as_ref()),
+        ) else {
+            return;
+        };
+        let mut tables = crate::cache::written(&permit.statements, !permit.unclassified);
+        if self.status & STATUS_IN_TRANS != 0 {
+            self.cache_writes.extend(tables);
+            return;
+        }
+        let rolled_back = permit
+            .statements
+            .last()
+            .is_some_and(|s| s.action == policies::Action::Transaction)
+            && sql
+                .trim_start()
+                .get(..8)
+                .is_some_and(|w| w.eq_ignore_ascii_case("rollback"));
+        let transaction = std::mem::take(&mut self.cache_writes);
+        if !rolled_back {
+            tables.extend(transaction);
+        }
+        tables.sort();
+        tables.dedup();
+        cache.invalidate(route, &tables).await;
+    }
+}

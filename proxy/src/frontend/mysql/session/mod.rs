@@ -37,7 +37,7 @@ use crate::access::{Permit, SessionPolicy};
 use crate::config::PoolMode;
 use crate::pipeline::Recorder;
 use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
-use backends::mysql::scan::scan;
+use backends::mysql::scan::{scan, Scan};
 
 mod access;
 mod neutral_routes;
@@ -104,6 +104,8 @@ pub(super) struct Session<'a, S> {
     policy: Option<SessionPolicy>,
     /// The policy decision of each prepared statement, by statement id.
     permits: HashMap<u32, Permit>,
+    /// Tables written in the open transaction, invalidated in the read cache at COMMIT.
+    cache_writes: Vec<String>,
 }
 
 pub(super) async fn serve<S>(
@@ -159,6 +161,7 @@ where
         peer,
         policy: None,
         permits: HashMap::new(),
+        cache_writes: Vec::new(),
     };
     if let Some(db) = login.database {
         if let Err(e) = s.switch_route(&db).await {
@@ -387,14 +390,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.statements.clear();
         self.permits.clear();
         self.target = target;
-        self.policy = Some(SessionPolicy::new(
-            &self.user,
-            &route.name,
-            "mysql",
-            self.peer,
-            route.backend.dialect(),
-            &route.database,
-        ));
+        self.policy = Some(
+            SessionPolicy::new(
+                &self.user,
+                &route.name,
+                "mysql",
+                self.peer,
+                route.backend.dialect(),
+                &route.database,
+            )
+            .with_cache(route.cache.is_some(), &Default::default()),
+        );
+        self.cache_writes.clear();
         self.route = Some(route);
         self._route_slot = Some(slot);
         self.status = STATUS_AUTOCOMMIT;
@@ -505,16 +512,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             _ => {}
         }
-        if let Err(d) = self.check(&sql) {
-            return self.fail(MyError::from(&d));
-        }
+        let permit = match self.check(&sql) {
+            Ok(p) => p,
+            Err(d) => return self.fail(MyError::from(&d)),
+        };
+        let flow = self.run_query(&sql, &scanned, &words).await;
+        self.settle_writes(&permit, &sql).await;
+        flow
+    }
+
+    async fn run_query(&mut self, sql: &str, scanned: &Scan, words: &[&str]) -> (Flow, bool) {
+        let sql = sql.to_string();
         let session_state = scanned.user_variables
             || scanned.named_locks
             || matches!(
                 words.first().copied(),
                 Some("SET" | "PREPARE" | "EXECUTE" | "DEALLOCATE" | "LOCK" | "HANDLER")
             )
-            || matches!(words.as_slice(), ["CREATE", "TEMPORARY", ..]);
+            || matches!(words, ["CREATE", "TEMPORARY", ..]);
         match &self.target {
             Target::None => {
                 self.error(no_database());
@@ -740,7 +755,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         };
         let thread = conn.id();
         let result = stream_binary(&mut self.p, conn, &sql, params, status).await;
-        self.finish_server_request(result, thread).await
+        let flow = self.finish_server_request(result, thread).await;
+        let id = body
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if let Some(permit) = id.and_then(|id| self.permits.get(&id)).cloned() {
+            self.settle_writes(&permit, &sql).await;
+        }
+        flow
     }
 }
 
