@@ -4,8 +4,10 @@
 //! Every table of a backend database has a generation, bumped by each write sluice
 //! forwards. An entry's key holds the generations of the tables its statement read, so a
 //! write through any instance makes every older entry unreachable at once. With Redis, one
-//! round trip (a Lua script) reads the generations and the entry under them together.
-//! Keys of one backend database share a Redis Cluster hash tag, so the script's keys sit
+//! round trip (a pipeline of MGET and GET) reads the generations and the entry, which
+//! holds the generations it was computed under; only an entry with the current ones is
+//! served.
+//! Keys of one backend database share a Redis Cluster hash tag, so the pipeline's keys sit
 //! in one slot.
 
 use std::collections::HashMap;
@@ -109,6 +111,14 @@ fn tag(namespace: &str) -> String {
     format!("{{sluice:{hex}}}")
 }
 
+/// A Redis entry's answer when it was stored under `generations`.
+fn strip_generations(stored: Vec<u8>, generations: &str) -> Option<Bytes> {
+    let len = u16::from_be_bytes([*stored.first()?, *stored.get(1)?]) as usize;
+    let at = 2 + len;
+    (stored.get(2..at)? == generations.as_bytes()).then(|| Bytes::from(stored).slice(at..))
+}
+
+/// An in-process entry's key: its generations are part of it.
 fn entry_key(tag: &str, base: &str, generations: &str) -> String {
     format!("{tag}:e:{base}:{generations}")
 }
@@ -195,43 +205,21 @@ impl Conn {
         Ok(redis::from_redis_value(value)?)
     }
 
-    async fn invoke<T: redis::FromRedisValue>(
-        &mut self,
-        script: &redis::Script,
-        keys: &[String],
-        args: &[String],
+    async fn pipeline<T: redis::FromRedisValue>(
+        self,
+        pipe: &redis::Pipeline,
     ) -> redis::RedisResult<T> {
-        let mut invocation = script.prepare_invoke();
-        for k in keys {
-            invocation.key(k);
-        }
-        for a in args {
-            invocation.arg(a);
-        }
         match self {
-            Conn::Single(c) => invocation.invoke_async(c).await,
-            Conn::Cluster(c) => invocation.invoke_async(c).await,
+            Conn::Single(mut c) => pipe.query_async(&mut c).await,
+            Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
         }
     }
 }
-
-/// Reads the generations (KEYS: the tables' generation keys, then the epoch key) and the
-/// entry stored under them (ARGV[1]: the entry key up to the generations).
-const LOOKUP: &str = r"
-local vals = redis.call('MGET', unpack(KEYS))
-local parts = {}
-for i, v in ipairs(vals) do
-  if v then parts[i] = v else parts[i] = '0' end
-end
-local gens = table.concat(parts, ',')
-return {gens, redis.call('GET', ARGV[1] .. gens)}
-";
 
 /// The Redis store, with a timeout per call and a circuit breaker.
 pub struct RedisStore {
     target: Target,
     conn: tokio::sync::Mutex<Option<Conn>>,
-    lookup: redis::Script,
     timeout: Duration,
     breaker: Breaker,
     /// Namespaces whose generation bumps may have been lost while Redis was unreachable:
@@ -289,7 +277,6 @@ impl RedisStore {
         RedisStore {
             target,
             conn: tokio::sync::Mutex::new(None),
-            lookup: redis::Script::new(LOOKUP),
             timeout: Duration::from_millis(config.timeout_ms),
             breaker: Breaker {
                 failures: AtomicU32::new(0),
@@ -389,18 +376,29 @@ impl RedisStore {
         let tag = tag(namespace);
         let mut keys: Vec<String> = tables.iter().map(|t| format!("{tag}:g:{t}")).collect();
         keys.push(format!("{tag}:epoch"));
-        let prefix = format!("{tag}:e:{base}:");
-        let script = &self.lookup;
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET")
+            .arg(&keys)
+            .cmd("GET")
+            .arg(format!("{tag}:e:{base}"));
         let got = self
-            .call("get", |mut c| async move {
-                c.invoke::<(String, Option<Vec<u8>>)>(script, &keys, &[prefix])
+            .call("get", |c| async move {
+                c.pipeline::<(Vec<Option<String>>, Option<Vec<u8>>)>(&pipe)
                     .await
             })
             .await;
-        match got {
-            Some((_, Some(value))) => Found::Hit(Bytes::from(value)),
-            Some((generations, None)) => Found::Miss(generations),
-            None => Found::Unavailable,
+        let Some((gens, value)) = got else {
+            return Found::Unavailable;
+        };
+        let generations = gens
+            .iter()
+            .map(|g| g.as_deref().unwrap_or("0"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // the entry holds the generations it was computed under: current ones only
+        match value.and_then(|v| strip_generations(v, &generations)) {
+            Some(answer) => Found::Hit(answer),
+            None => Found::Miss(generations),
         }
     }
 
@@ -412,17 +410,15 @@ impl RedisStore {
         value: Bytes,
         ttl: Duration,
     ) {
-        let key = entry_key(&tag(namespace), base, generations);
+        let key = format!("{}:e:{base}", tag(namespace));
         let ms = ttl.as_millis().max(1) as u64;
+        let mut stored = Vec::with_capacity(2 + generations.len() + value.len());
+        stored.extend_from_slice(&(generations.len() as u16).to_be_bytes());
+        stored.extend_from_slice(generations.as_bytes());
+        stored.extend_from_slice(&value);
         self.call("put", |mut c| async move {
-            c.query::<()>(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(value.as_ref())
-                    .arg("PX")
-                    .arg(ms),
-            )
-            .await
+            c.query::<()>(redis::cmd("SET").arg(&key).arg(stored).arg("PX").arg(ms))
+                .await
         })
         .await;
     }
@@ -434,12 +430,7 @@ impl RedisStore {
             pipe.cmd("INCR").arg(format!("{tag}:g:{t}")).ignore();
         }
         let done = self
-            .call("bump", |c| async move {
-                match c {
-                    Conn::Single(mut c) => pipe.query_async::<()>(&mut c).await,
-                    Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
-                }
-            })
+            .call("bump", |c| async move { c.pipeline::<()>(&pipe).await })
             .await
             .is_some();
         if !done {
