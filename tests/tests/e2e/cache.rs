@@ -316,3 +316,66 @@ async fn owner_rows(pg: &Postgres, db: &str) {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn extended_protocol_reads_are_cached_per_parameter() {
+    let (pg, db, owner) = fixture().await;
+    owner
+        .batch_execute("INSERT INTO app.t VALUES (2, 'two')")
+        .await
+        .unwrap();
+    let s = sluice(&pg, &db, None, "").await;
+    let c = client(&s).await;
+    let read = |id: i32| {
+        let c = &c;
+        async move {
+            let rows = c
+                .query("SELECT v FROM app.t WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            rows[0].get::<_, String>(0)
+        }
+    };
+    assert_eq!(read(1).await, "a");
+    assert_eq!(read(2).await, "two");
+    stored().await;
+    owner
+        .batch_execute("UPDATE app.t SET v = v || ' behind'")
+        .await
+        .unwrap();
+    // answered from the cache, each under its own parameter
+    assert_eq!(read(1).await, "a");
+    assert_eq!(read(2).await, "two");
+    // a write through sluice (extended protocol too) invalidates
+    c.execute("UPDATE app.t SET v = 'b' WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(read(1).await, "b");
+
+    // psycopg: Parse, Bind, Describe portal, Execute and Sync in one batch
+    let script = r#"
+import os, psycopg
+with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
+    for _ in range(3):
+        print(c.execute("SELECT v, id FROM app.t WHERE id = %s", (2,)).fetchall())
+"#;
+    let dsn = format!(
+        "{} sslrootcert={}",
+        s.conninfo("alice", "shop", "verify-ca"),
+        s.prepared.pki.ca_cert.display()
+    );
+    let out = tests::clients::python(script, &[("DSN", dsn)]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["[('two behind', 2)]"; 3],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, metrics) = tests::clients::http_get(s.admin, "/metrics").await;
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_hits_total "))
+        .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+    assert!(hits >= 4.0, "{metrics}");
+}

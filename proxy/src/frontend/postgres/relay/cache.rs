@@ -1,11 +1,18 @@
-//! The read cache in the relay: simple-query reads answered from it, misses captured
-//! from the server's answer, and the tables writes touch invalidated before the client
-//! learns the write is done (at COMMIT for writes in a transaction; not after ROLLBACK).
+//! The read cache in the relay: reads answered from it (simple Query, and Bind/Execute of
+//! the unnamed portal), misses captured from the server's answer, and the tables writes
+//! touch invalidated before the client learns the write is done (at COMMIT for writes in
+//! a transaction; not after ROLLBACK).
+//!
+//! An extended-protocol hit answers Bind with BindComplete and keeps the answer for the
+//! portal: Describe gets its RowDescription and Execute its rows. Whatever the answer
+//! cannot serve (a row limit, a Describe when the answer has no RowDescription) sends
+//! the Bind to the server after all, and the portal runs there.
 
+use backends::postgres::wire::{cstr, Frame};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Relay;
+use super::{simple_message, Expect, Relay};
 use crate::access::Permit;
 use crate::cache::{Fill, KeyParts, Lookup};
 use crate::metrics as m;
@@ -15,6 +22,25 @@ pub(super) struct Capture {
     fill: Fill,
     answer: BytesMut,
     ok: bool,
+    /// Bind/Execute: the RowDescription apart from the rows, and whether the Execute's
+    /// CommandComplete came.
+    extended: Option<Extended>,
+}
+
+#[derive(Default)]
+struct Extended {
+    row_description: Option<Bytes>,
+    complete: bool,
+}
+
+/// The unnamed portal, answered from the cache.
+pub(super) struct CachedPortal {
+    row_description: Option<Bytes>,
+    rows: Bytes,
+    /// The client's Bind, for when the portal must run on the server after all.
+    bind: Frame,
+    /// Where the statement name starts in the Bind body.
+    at: usize,
 }
 
 /// Tables written, waiting for the end of their request or transaction.
@@ -77,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 self.executed = true;
                 self.rows = rows_in(&answer);
                 self.inject(answer);
-                self.inject(super::simple_message(b'Z', b"I"));
+                self.inject(simple_message(b'Z', b"I"));
                 self.finish_request();
                 true
             }
@@ -86,10 +112,169 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                     fill,
                     answer: BytesMut::new(),
                     ok: true,
+                    extended: None,
                 });
                 false
             }
             Lookup::Unavailable => false,
+        }
+    }
+
+    /// A Bind of the unnamed portal to a cacheable read: answered from the cache when it
+    /// holds the answer (true), else the server's answer is captured.
+    pub(super) async fn cached_bind(&mut self, frame: &Frame, statement: &[u8], at: usize) -> bool {
+        self.cached_portal = None;
+        if let Some(c) = self.capture.as_mut() {
+            // a second Bind before the Sync: the answers cannot be told apart
+            c.ok = false;
+        }
+        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.route.cache.as_ref())
+        else {
+            return false;
+        };
+        let portal_is_unnamed = frame.body().first() == Some(&0);
+        if !route.rules.enabled || !portal_is_unnamed {
+            return false;
+        }
+        let bypass = |reason: &'static str| {
+            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
+            false
+        };
+        if self.server.as_ref().is_some_and(|s| s.status != b'I') {
+            return bypass("transaction");
+        }
+        // only Parse answers may be pending: anything else would mix into the capture
+        if self.skipping
+            || self.server_failed
+            || !self
+                .expect
+                .iter()
+                .all(|e| matches!(e, Expect::Parse { .. }))
+        {
+            return bypass("pipeline");
+        }
+        let (Some(permit), Some(parse)) = (
+            self.permits.get(statement).cloned(),
+            self.parse_bodies.get(statement).cloned(),
+        ) else {
+            return bypass("unknown_statement");
+        };
+        let Some(settings) = self.policy.cache_settings() else {
+            return bypass("session_settings");
+        };
+        let Some((text, types)) = cstr(&parse) else {
+            return bypass("unknown_statement");
+        };
+        let tail = &frame.body()[at + statement.len() + 1..];
+        // parameter types, then the Bind's formats and values and result formats
+        let mut params = Vec::with_capacity(8 + types.len() + tail.len());
+        params.extend_from_slice(&(types.len() as u32).to_be_bytes());
+        params.extend_from_slice(types);
+        params.extend_from_slice(tail);
+        let text = String::from_utf8_lossy(text);
+        let scope = if self.state.access().policy.is_some() {
+            self.policy.user.as_str()
+        } else {
+            "*"
+        };
+        let parts = KeyParts {
+            route: &self.route.name,
+            scope,
+            session: settings,
+            sql: &text,
+            params: &params,
+        };
+        let plan = match cache.plan(route, &parts, &permit.statements) {
+            Ok(p) => p,
+            Err(reason) => return bypass(reason),
+        };
+        match cache.lookup(plan).await {
+            Lookup::Hit(answer) => {
+                let Some((row_description, rows)) = split_extended(&answer) else {
+                    return false;
+                };
+                self.cached_portal = Some(CachedPortal {
+                    row_description,
+                    rows,
+                    bind: frame.clone(),
+                    at,
+                });
+                self.inject(simple_message(b'2', &[]));
+                true
+            }
+            Lookup::Miss(fill) => {
+                self.capture = Some(Capture {
+                    fill,
+                    answer: BytesMut::new(),
+                    ok: true,
+                    extended: Some(Extended::default()),
+                });
+                false
+            }
+            Lookup::Unavailable => false,
+        }
+    }
+
+    /// Describe of the unnamed portal: answered from the cache when it can be (true).
+    pub(super) async fn cached_describe(&mut self) -> bool {
+        let Some(p) = &self.cached_portal else {
+            return false;
+        };
+        match p.row_description.clone() {
+            Some(rd) => {
+                self.inject(rd);
+                true
+            }
+            None => {
+                self.materialize().await;
+                false
+            }
+        }
+    }
+
+    /// Execute of the unnamed portal: answered from the cache when it can be (true).
+    pub(super) async fn cached_execute(&mut self, frame: &Frame) -> bool {
+        if self.cached_portal.is_none() || frame.body().first() != Some(&0) {
+            return false;
+        }
+        let max_rows = frame
+            .body()
+            .get(1..5)
+            .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if max_rows != 0 {
+            self.materialize().await;
+            return false;
+        }
+        let Some(p) = self.cached_portal.take() else {
+            return false;
+        };
+        self.executed = true;
+        self.rows += rows_in(&p.rows);
+        self.inject(p.rows);
+        true
+    }
+
+    /// Close of the unnamed portal answered from the cache (true: answered).
+    pub(super) fn cached_close(&mut self, kind: u8, name: &[u8]) -> bool {
+        if kind != b'P' || !name.is_empty() || self.cached_portal.take().is_none() {
+            return false;
+        }
+        self.inject(simple_message(b'3', &[]));
+        true
+    }
+
+    /// Sends the cached portal's Bind to the server after all (its BindComplete was
+    /// already given): the portal then runs there.
+    async fn materialize(&mut self) {
+        let Some(p) = self.cached_portal.take() else {
+            return;
+        };
+        if !self.ensure_server(false).await {
+            return;
+        }
+        self.in_pipeline = true;
+        if self.send_naming_statement(&p.bind, p.at) {
+            self.expect.push_back(Expect::Bind { swallow: true });
         }
     }
 
@@ -99,17 +284,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
-        match tag {
-            b'T' | b'D' | b'C' if c.ok => {
-                if c.answer.len() + raw.len() > limit {
-                    c.ok = false;
-                    c.answer = BytesMut::new();
-                } else {
-                    c.answer.extend_from_slice(raw);
-                }
-            }
+        if c.answer.len() + raw.len() > limit {
+            c.ok = false;
+            c.answer = BytesMut::new();
+        }
+        if !c.ok {
+            return;
+        }
+        match (tag, c.extended.as_mut()) {
             // notices and parameter changes are not part of the answer
-            b'N' | b'S' | b'A' | b'Z' => {}
+            (b'N' | b'S' | b'A' | b'Z', _) => {}
+            (b'T' | b'D' | b'C', None) => c.answer.extend_from_slice(raw),
+            // the extended protocol: Parse and Bind answers are the client's own
+            (b'1' | b'2', Some(e)) if !e.complete => {}
+            (b'T', Some(e))
+                if !e.complete && e.row_description.is_none() && c.answer.is_empty() =>
+            {
+                e.row_description = Some(Bytes::copy_from_slice(raw));
+            }
+            (b'n', Some(e)) if !e.complete && c.answer.is_empty() => {}
+            (b'D', Some(e)) if !e.complete => c.answer.extend_from_slice(raw),
+            (b'C', Some(e)) if !e.complete => {
+                c.answer.extend_from_slice(raw);
+                e.complete = true;
+            }
             _ => c.ok = false,
         }
     }
@@ -118,9 +316,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// writes of the request and its transaction.
     pub(super) fn cache_ready(&mut self, status: u8) {
         if let Some(c) = self.capture.take() {
-            if c.ok && status == b'I' {
+            let answer = match c.extended {
+                None => Some(c.answer.freeze()),
+                Some(e) if e.complete => Some(join_extended(e.row_description, &c.answer)),
+                Some(_) => None,
+            };
+            if let (true, b'I', Some(answer)) = (c.ok, status, answer) {
                 if let Some(cache) = &self.state.cache {
-                    cache.fill(c.fill, c.answer.freeze());
+                    cache.fill(c.fill, answer);
                 }
             }
         }
@@ -180,6 +383,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             cache.invalidate(route, &request).await;
         }
     }
+}
+
+/// An extended-protocol answer: the RowDescription (length-prefixed; `u32::MAX`: none),
+/// then the DataRows and CommandComplete.
+fn join_extended(row_description: Option<Bytes>, rows: &[u8]) -> Bytes {
+    let rd = row_description.unwrap_or_default();
+    let mut out = BytesMut::with_capacity(4 + rd.len() + rows.len());
+    let len = if rd.is_empty() {
+        u32::MAX
+    } else {
+        rd.len() as u32
+    };
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&rd);
+    out.extend_from_slice(rows);
+    out.freeze()
+}
+
+fn split_extended(answer: &Bytes) -> Option<(Option<Bytes>, Bytes)> {
+    let len = u32::from_be_bytes(answer.get(..4)?.try_into().ok()?);
+    if len == u32::MAX {
+        return Some((None, answer.slice(4..)));
+    }
+    let end = 4 + len as usize;
+    answer.get(4..end)?;
+    Some((Some(answer.slice(4..end)), answer.slice(end..)))
 }
 
 /// The rows an answer's CommandComplete messages report.

@@ -31,6 +31,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             }
             Err(d) => return self.fail_request(PgError::from(&d), false),
         }
+        if name.is_empty() {
+            // a new unnamed statement ends the unnamed portal
+            self.cached_portal = None;
+        }
+        if self.route.cache.as_ref().is_some_and(|c| c.rules.enabled) {
+            let body = frame.raw().slice(5 + name.len() + 1..);
+            self.parse_bodies.insert(name.to_vec(), body);
+        }
         if !self.transaction_mode {
             return self
                 .forward(
@@ -179,20 +187,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         if let Err(d) = self.recheck(statement) {
             return self.fail_request(PgError::from(&d), false);
         }
+        let statement = statement.to_vec();
+        if self.cached_bind(&frame, &statement, at).await {
+            return;
+        }
         if !self.ensure_server(false).await {
             return;
         }
         self.in_pipeline = true;
         if self.send_naming_statement(&frame, at) {
-            self.expect.push_back(Expect::Bind);
+            self.expect.push_back(Expect::Bind { swallow: false });
         }
     }
 
     pub(super) async fn describe(&mut self, frame: Frame) {
         self.start_request();
-        let Some((kind, _)) = kind_and_name(frame.body()) else {
+        let Some((kind, name)) = kind_and_name(frame.body()) else {
             return self.fail_request(PgError::protocol("malformed Describe message"), false);
         };
+        if kind == b'P' && name.is_empty() && self.cached_describe().await {
+            return;
+        }
         if !self.ensure_server(false).await {
             return;
         }
@@ -212,7 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// `at` of the body: unchanged in session mode; in transaction mode after making
     /// sure the server holds the client's statement, under the server's name for it.
     /// Returns false when the client was answered with an error instead.
-    fn send_naming_statement(&mut self, frame: &Frame, at: usize) -> bool {
+    pub(super) fn send_naming_statement(&mut self, frame: &Frame, at: usize) -> bool {
         let body = frame.body();
         let Some((stmt, tail)) = cstr(&body[at..]) else {
             self.fail_request(PgError::protocol("malformed message"), false);
@@ -238,6 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let Some((kind, name)) = kind_and_name(frame.body()) else {
             return self.fail_request(PgError::protocol("malformed Close message"), false);
         };
+        if self.cached_close(kind, &name) {
+            return;
+        }
         if self.transaction_mode && kind == b'S' {
             if name.is_empty() {
                 self.statements.unnamed = None;

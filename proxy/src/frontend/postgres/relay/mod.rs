@@ -45,7 +45,11 @@ enum Expect {
         swallow: bool,
         name: Option<Arc<str>>,
     },
-    Bind,
+    /// BindComplete; `swallow`: the client already had one (a cached portal that runs
+    /// on the server after all).
+    Bind {
+        swallow: bool,
+    },
     Describe,
     Execute,
     Close {
@@ -97,6 +101,10 @@ struct Relay<'a, S> {
     capture: Option<cache::Capture>,
     /// Tables written, to invalidate in the cache.
     writes: cache::Writes,
+    /// Parse bodies (query and parameter types) by statement name, for cache keys.
+    parse_bodies: HashMap<Vec<u8>, bytes::Bytes>,
+    /// The unnamed portal, when the cache answers it.
+    cached_portal: Option<cache::CachedPortal>,
 }
 
 /// Serves a logged-in client on a PostgreSQL route until it leaves.
@@ -143,6 +151,8 @@ where
         executed: false,
         capture: None,
         writes: cache::Writes::default(),
+        parse_bodies: HashMap::new(),
+        cached_portal: None,
     };
     // Session mode takes its server connection now. Transaction mode needs one only to
     // learn the server's parameters the first time (which also proves the backend is
@@ -305,7 +315,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             b'D' => self.describe(frame).await,
             b'E' => {
                 self.executed = true;
-                self.forward(frame, Expect::Execute, false).await
+                if !self.cached_execute(&frame).await {
+                    self.forward(frame, Expect::Execute, false).await
+                }
             }
             b'C' => self.close(frame).await,
             b'S' => self.sync(frame).await,
@@ -419,6 +431,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
 
     async fn sync(&mut self, frame: Frame) {
         self.start_request();
+        // the unnamed portal ends with the implicit transaction
+        self.cached_portal = None;
         match self.server.as_deref_mut() {
             Some(server) => {
                 server.send_raw(frame.raw());

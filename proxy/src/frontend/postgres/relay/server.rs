@@ -86,7 +86,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 Some(Expect::Parse { swallow, .. }) => !swallow,
                 other => self.out_of_step(b'1', other),
             },
-            b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
+            b'2' => match self.expect.pop_front() {
+                Some(Expect::Bind { swallow }) => !swallow,
+                other => self.out_of_step(b'2', other),
+            },
             b'3' => match self.expect.pop_front() {
                 Some(Expect::Close { swallow }) => !swallow,
                 other => self.out_of_step(b'3', other),
