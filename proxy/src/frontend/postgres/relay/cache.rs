@@ -123,7 +123,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// A Bind of the unnamed portal to a cacheable read: answered from the cache when it
     /// holds the answer (true), else the server's answer is captured.
     pub(super) async fn cached_bind(&mut self, frame: &Frame, statement: &[u8], at: usize) -> bool {
-        self.cached_portal = None;
+        let portal_is_unnamed = frame.body().first() == Some(&0);
+        if portal_is_unnamed {
+            // a new unnamed portal replaces the old one
+            self.cached_portal = None;
+        }
         if let Some(c) = self.capture.as_mut() {
             // a second Bind before the Sync: the answers cannot be told apart
             c.ok = false;
@@ -132,7 +136,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         else {
             return false;
         };
-        let portal_is_unnamed = frame.body().first() == Some(&0);
         if !route.rules.enabled || !portal_is_unnamed {
             return false;
         }
