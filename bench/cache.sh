@@ -5,6 +5,8 @@
 # How to run:   bash bench/cache.sh
 # Knobs (env):  DURATION=10 (seconds per run)  ROUNDS=3  CLIENTS=8  POOL=16  SCALE=10
 #               HOT=1000 (point reads pick an account among the first HOT)
+#               MODE=simple (pgbench -M: simple | extended | prepared)
+#               WORKLOADS="expensive point"
 #
 # Starts its own PostgreSQL and Redis (temp dirs, free ports) and two release builds of
 # sluice (transaction mode, server pool $POOL): one without a cache, one caching route
@@ -25,6 +27,8 @@ CLIENTS="${CLIENTS:-8}"
 POOL="${POOL:-16}"
 SCALE="${SCALE:-10}"
 HOT="${HOT:-1000}"
+MODE="${MODE:-simple}"
+WORKLOADS="${WORKLOADS:-expensive point}"
 PASSWORD="bench-pw"
 
 need() {
@@ -131,7 +135,7 @@ RESULTS="$WORK/results.txt"
 run_one() { # target workload [clients]
     local out tps logdir="$WORK/log-$1-$2-$RANDOM" clients="${3:-$CLIENTS}"
     mkdir -p "$logdir"
-    out="$(cd "$logdir" && PGPASSWORD="$PASSWORD" pgbench -n -M simple -f "$WORK/$2.sql" -c "$clients" \
+    out="$(cd "$logdir" && PGPASSWORD="$PASSWORD" pgbench -n -M "$MODE" -f "$WORK/$2.sql" -c "$clients" \
         -j 2 -T "$DURATION" -l -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
     tps="$(echo "$out" | awk '/^tps = /{print $3}')"
     if ! echo "$out" | grep -q "number of failed transactions: 0 " || [ -z "$tps" ]; then
@@ -151,7 +155,7 @@ ORDERS=("direct sluice cache" "sluice cache direct" "cache direct sluice")
 for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
     order="${ORDERS[$(((round - 1) % 3))]}"
-    for workload in expensive point; do
+    for workload in $WORKLOADS; do
         for target in $order; do run_one "$target" "$workload"; done
     done
     # one client: the latency of a cache hit alone
@@ -163,7 +167,7 @@ redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null | tail -
 cat "$WORK/redis.csv"
 
 echo
-echo "== median over $ROUNDS rounds of ${DURATION}s ($CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, $(nproc) cores)"
+echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, $(nproc) cores)"
 python3 - "$RESULTS" "$WORK/redis.csv" "$CLIENTS" <<'EOF'
 import csv, statistics, sys
 from collections import defaultdict
@@ -182,6 +186,8 @@ for workload in (f"expensive-c{clients}", f"point-c{clients}", "point-c1"):
     direct = med(runs[(workload, "direct")], 0)
     for target in ("direct", "sluice", "cache"):
         vals = runs[(workload, target)]
+        if not vals:
+            continue
         tps = med(vals, 0)
         p50, p99 = med(vals, 1), med(vals, 2)
         ratio = f"{tps / direct:8.2f}" if tps and direct else "     n/a"
