@@ -176,7 +176,7 @@ for line in open(sys.argv[1]):
     workload, target, tps, p50, p99 = line.split()
     runs[(workload, target)].append((tps, int(p50), int(p99)))
 def med(vals, i):
-    if any(v[0] == "fail" for v in vals):
+    if not vals or any(v[0] == "fail" for v in vals):
         return None
     return statistics.median(float(v[i]) for v in vals)
 print(f"{'workload':14} {'target':7} {'tps':>10} {'x direct':>8} {'p50 us':>8} {'p99 us':>8}")
