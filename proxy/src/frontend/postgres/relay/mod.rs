@@ -403,6 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     }
 
     async fn query(&mut self, frame: Frame) {
+        self.capture = None;
         let sql = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
         let sql = String::from_utf8_lossy(sql);
         let permit = match self.check(&sql) {
@@ -458,6 +459,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         if let Some((started, failed)) = self.request.take() {
             self.recorder.record(!failed, started);
         }
+        // a capture not completed by its own ReadyForQuery (the request failed before it
+        // reached the server) must not take in the next request's answer
+        self.capture = None;
         if self.executed && self.policy.awaiting_outcome() {
             self.policy.finished(Some(self.rows));
         }
