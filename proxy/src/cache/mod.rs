@@ -376,6 +376,51 @@ pub fn written(statements: &[Classified], classified: bool) -> Vec<String> {
     out
 }
 
+/// Writes of an open transaction, held until it ends.
+#[derive(Default)]
+pub struct TxWrites {
+    pending: Vec<String>,
+}
+
+impl TxWrites {
+    /// What to invalidate now after a request that wrote `request`: nothing while a
+    /// transaction stays open (its writes wait for its end), and at its end the
+    /// transaction's writes too, unless it rolled back.
+    pub fn settle(
+        &mut self,
+        mut request: Vec<String>,
+        in_transaction: bool,
+        rolled_back: bool,
+    ) -> Vec<String> {
+        if in_transaction {
+            self.pending.extend(request);
+            return Vec::new();
+        }
+        let transaction = std::mem::take(&mut self.pending);
+        if !rolled_back {
+            request.extend(transaction);
+        }
+        request.sort();
+        request.dedup();
+        request
+    }
+
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// Whether a request ends with a ROLLBACK (of the whole transaction).
+pub fn ends_in_rollback(sql: &str, statements: &[Classified]) -> bool {
+    statements
+        .last()
+        .is_some_and(|s| s.action == Action::Transaction)
+        && sql
+            .trim_start()
+            .get(..8)
+            .is_some_and(|w| w.eq_ignore_ascii_case("rollback"))
+}
+
 fn is_catalog(table: &str) -> bool {
     let schema = table.split('.').next().unwrap_or("");
     CATALOGS.contains(&schema) || CATALOGS.contains(&table) || table.starts_with("pg_catalog.")

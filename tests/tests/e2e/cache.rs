@@ -379,3 +379,39 @@ with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
         .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
     assert!(hits >= 4.0, "{metrics}");
 }
+
+#[tokio::test]
+async fn the_embedded_sqlite_route_caches_in_process() {
+    let s = SluiceConfig {
+        extra: "[routes.app.cache]\nenabled = true\n".into(),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await;
+    let c = connect_tls(&s.conninfo("alice", "app", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    let read = "SELECT name FROM items WHERE id = 1";
+    assert_eq!(value(&c, read).await, "apple");
+    stored().await;
+    // a change straight into the database file, behind sluice's back
+    let db = s.prepared.dir.path().join("app.db");
+    let out = tests::clients::python(
+        "import os, sqlite3\nc = sqlite3.connect(os.environ['DB'])\nc.execute(\"UPDATE items SET name = 'behind' WHERE id = 1\")\nc.commit()\nprint('ok')\n",
+        &[("DB", db.display().to_string())],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    assert_eq!(value(&c, read).await, "apple", "answered from the cache");
+    // writes through sluice invalidate, in a transaction at COMMIT
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("UPDATE items SET name = 'pending' WHERE id = 1")
+        .await
+        .unwrap();
+    let other = connect_tls(&s.conninfo("alice", "app", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    assert_eq!(value(&other, read).await, "apple");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(value(&other, read).await, "pending");
+}

@@ -4,6 +4,8 @@
 //! Every frontend message is seen one at a time. After an error in an extended-protocol
 //! batch, messages are skipped until Sync, as PostgreSQL does.
 
+mod cache;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,6 +80,10 @@ pub struct Session<'a, S> {
     statements: HashMap<String, Arc<Prepared>>,
     portals: HashMap<String, Portal>,
     skip_until_sync: bool,
+    /// The route's cache rules (None: no route caches).
+    cache_route: Option<crate::cache::RouteRules>,
+    /// Writes of the open transaction, invalidated at its end.
+    writes: crate::cache::TxWrites,
     /// Rows returned or changed since the last Sync, and whether anything was executed
     /// (for the audit log).
     rows: u64,
@@ -91,6 +97,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         policy: SessionPolicy,
         state: &'a State,
     ) -> Self {
+        let cache_route = state
+            .routes
+            .get(&policy.route)
+            .and_then(|r| r.cache.clone());
         Session {
             conn,
             backend,
@@ -99,6 +109,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             statements: HashMap::new(),
             portals: HashMap::new(),
             skip_until_sync: false,
+            cache_route,
+            writes: Default::default(),
             rows: 0,
             executed: false,
         }
@@ -223,15 +235,31 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let started = Instant::now();
         let _in_flight = pipeline::in_flight("postgres");
         let in_transaction = self.backend.in_transaction();
-        if let Err(d) = self
+        let permit = match self
             .policy
             .check(&self.state.access(), &query.query, in_transaction)
         {
-            self.conn.send(&PgError::from(&d).to_response());
-            pipeline::record("postgres", false, started);
-            self.conn.send(&ReadyForQuery::new(self.status()));
-            return Ok(());
-        }
+            Ok(p) => p,
+            Err(d) => {
+                self.conn.send(&PgError::from(&d).to_response());
+                pipeline::record("postgres", false, started);
+                self.conn.send(&ReadyForQuery::new(self.status()));
+                return Ok(());
+            }
+        };
+        let fill = match self.cache_lookup(&query.query, &permit).await {
+            crate::cache::Lookup::Hit(answer) => {
+                self.policy.finished(None);
+                self.conn.send_raw(&answer);
+                pipeline::record("postgres", true, started);
+                self.conn.send(&ReadyForQuery::new(self.status()));
+                return Ok(());
+            }
+            crate::cache::Lookup::Miss(fill) => Some(fill),
+            crate::cache::Lookup::Unavailable => None,
+        };
+        let mark = self.conn.mark();
+        let sql = query.query.clone();
         let outcome = self.backend.execute_batch(query.query).await;
         let ok = outcome.error.is_none();
         if outcome.results.is_empty() && ok {
@@ -251,6 +279,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         if let Some(e) = &outcome.error {
             self.conn.send(&PgError::from(e).to_response());
         }
+        if let Some(fill) = fill {
+            if ok && outcome.results.len() == 1 && outcome.results[0].returns_rows() {
+                self.cache_fill(fill, mark);
+            }
+        }
+        self.settle_writes(&sql, &permit).await;
         pipeline::record("postgres", ok, started);
         self.conn.send(&ReadyForQuery::new(self.status()));
         Ok(())
@@ -418,6 +452,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let name = execute.name.unwrap_or_default();
         self.executed = true;
         let outcome = self.execute_portal(&name, execute.max_rows).await;
+        if let Some(stmt) = self.portals.get(&name).map(|p| p.stmt.clone()) {
+            self.settle_writes(&stmt.sql, &stmt.permit).await;
+        }
         pipeline::record("postgres", outcome.is_ok(), started);
         outcome
     }

@@ -31,6 +31,9 @@ pub struct PgConn<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     max_message: usize,
+    /// Writes of the buffer to the client so far (to tell whether bytes sent since a
+    /// mark are still in the buffer).
+    flushes: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
@@ -40,6 +43,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
             rbuf: BytesMut::with_capacity(8 * 1024),
             wbuf: BytesMut::with_capacity(8 * 1024),
             max_message,
+            flushes: 0,
         }
     }
 
@@ -112,8 +116,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
     }
 
     /// Writes everything queued.
+    /// Where the buffer stands now, for [`PgConn::since`].
+    pub fn mark(&self) -> (u64, usize) {
+        (self.flushes, self.wbuf.len())
+    }
+
+    /// What was sent since `mark`, while it is all still in the buffer.
+    pub fn since(&self, mark: (u64, usize)) -> Option<&[u8]> {
+        (self.flushes == mark.0).then(|| &self.wbuf[mark.1..])
+    }
+
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
+            self.flushes += 1;
             self.io.write_all(&self.wbuf).await?;
             self.wbuf.clear();
         }
@@ -123,6 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PgConn<S> {
     /// Writes queued bytes once they pass a threshold, to bound memory on big results.
     pub async fn flush_if_large(&mut self) -> io::Result<()> {
         if self.wbuf.len() >= 64 * 1024 {
+            self.flushes += 1;
             self.io.write_all(&self.wbuf).await?;
             self.wbuf.clear();
         }

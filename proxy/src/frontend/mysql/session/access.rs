@@ -44,25 +44,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         ) else {
             return;
         };
-        let mut tables = crate::cache::written(&permit.statements, !permit.unclassified);
-        if self.status & STATUS_IN_TRANS != 0 {
-            self.cache_writes.extend(tables);
-            return;
-        }
-        let rolled_back = permit
-            .statements
-            .last()
-            .is_some_and(|s| s.action == policies::Action::Transaction)
-            && sql
-                .trim_start()
-                .get(..8)
-                .is_some_and(|w| w.eq_ignore_ascii_case("rollback"));
-        let transaction = std::mem::take(&mut self.cache_writes);
-        if !rolled_back {
-            tables.extend(transaction);
-        }
-        tables.sort();
-        tables.dedup();
+        let tables = crate::cache::written(&permit.statements, !permit.unclassified);
+        let rolled_back = crate::cache::ends_in_rollback(sql, &permit.statements);
+        let in_transaction = self.status & STATUS_IN_TRANS != 0;
+        let tables = self
+            .cache_writes
+            .settle(tables, in_transaction, rolled_back);
         cache.invalidate(route, &tables).await;
     }
 }

@@ -105,7 +105,7 @@ pub(super) struct Session<'a, S> {
     /// The policy decision of each prepared statement, by statement id.
     permits: HashMap<u32, Permit>,
     /// Tables written in the open transaction, invalidated in the read cache at COMMIT.
-    cache_writes: Vec<String>,
+    cache_writes: crate::cache::TxWrites,
 }
 
 pub(super) async fn serve<S>(
@@ -161,7 +161,7 @@ where
         peer,
         policy: None,
         permits: HashMap::new(),
-        cache_writes: Vec::new(),
+        cache_writes: Default::default(),
     };
     if let Some(db) = login.database {
         if let Err(e) = s.switch_route(&db).await {

@@ -1,0 +1,73 @@
+//! The read cache on neutral routes (SQLite, MariaDB behind a PostgreSQL client): simple
+//! queries answered from it, answers stored as the messages sent, and writes invalidated
+//! before their ReadyForQuery is flushed (at COMMIT inside a transaction).
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::access::Permit;
+use crate::cache::{Fill, KeyParts, Lookup};
+use crate::metrics as m;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    /// Looks a simple query up: the answer's messages on a hit, the fill for a miss, and
+    /// `Unavailable` when the cache is not used for it.
+    pub(super) async fn cache_lookup(&mut self, sql: &str, permit: &Permit) -> Lookup {
+        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.cache_route.as_ref())
+        else {
+            return Lookup::Unavailable;
+        };
+        if !route.rules.enabled {
+            return Lookup::Unavailable;
+        }
+        let bypass = |reason: &'static str| {
+            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
+            Lookup::Unavailable
+        };
+        if self.backend.in_transaction() {
+            return bypass("transaction");
+        }
+        let Some(settings) = self.policy.cache_settings() else {
+            return bypass("session_settings");
+        };
+        let scope = if self.state.access().policy.is_some() {
+            self.policy.user.clone()
+        } else {
+            "*".to_string()
+        };
+        let parts = KeyParts {
+            route: &self.policy.route,
+            scope: &scope,
+            session: settings,
+            sql,
+            params: &[],
+        };
+        let plan = match cache.plan(route, &parts, &permit.statements) {
+            Ok(p) => p,
+            Err(reason) => return bypass(reason),
+        };
+        cache.lookup(plan).await
+    }
+
+    /// Stores the messages sent since `mark` for a miss.
+    pub(super) fn cache_fill(&mut self, fill: Fill, mark: (u64, usize)) {
+        let (Some(cache), Some(answer)) = (self.state.cache.as_ref(), self.conn.since(mark)) else {
+            return;
+        };
+        cache.fill(fill, Bytes::copy_from_slice(answer));
+    }
+
+    /// Invalidates what a request wrote (at the end of its transaction).
+    pub(super) async fn settle_writes(&mut self, sql: &str, permit: &Permit) {
+        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.cache_route.as_ref())
+        else {
+            return;
+        };
+        let tables = crate::cache::written(&permit.statements, !permit.unclassified);
+        let rolled_back = crate::cache::ends_in_rollback(sql, &permit.statements);
+        let in_transaction = self.backend.in_transaction();
+        let due = self.writes.settle(tables, in_transaction, rolled_back);
+        cache.invalidate(route, &due).await;
+    }
+}
