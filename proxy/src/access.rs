@@ -311,6 +311,16 @@ impl SessionPolicy {
         (!self.settings_unknown).then_some(self.settings.as_str())
     }
 
+    /// Who may share cached answers with this session: with policies, only the same
+    /// user; without, everyone (every user may read everything).
+    pub fn cache_scope(&self, access: &AccessState) -> &str {
+        if access.policy.is_some() {
+            &self.user
+        } else {
+            "*"
+        }
+    }
+
     /// Follows settings changes of a permitted request for cache keys.
     fn track_settings(&mut self, sql: &str, permit: &Permit, in_transaction: bool) {
         if !self.cache_on {

@@ -236,62 +236,66 @@ impl Cache {
                     Lookup::Unavailable
                 }
             },
-            Found::Miss(generations) => {
-                let key = format!("{}:{}:{generations}", plan.namespace, plan.base);
-                let waiting = {
-                    let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-                    match flights.get(&key) {
-                        Some(tx) => Err(tx.subscribe()),
-                        None => {
-                            let (tx, _) = tokio::sync::watch::channel(None);
-                            flights.insert(key.clone(), tx.clone());
-                            Ok(tx)
-                        }
-                    }
-                };
-                match waiting {
-                    Ok(answer) => {
-                        metrics::counter!(m::CACHE_MISSES).increment(1);
-                        let flight = Flight {
-                            key,
-                            flights: self.flights.clone(),
-                            answer,
-                        };
-                        Lookup::Miss(Fill {
-                            plan,
-                            generations,
-                            flight,
-                        })
-                    }
-                    // the same read is running for another session: share its answer
-                    Err(mut rx) => {
-                        let shared = tokio::time::timeout(WAIT_FOR_FILL, async {
-                            loop {
-                                if let Some(a) = rx.borrow_and_update().clone() {
-                                    return Some(a);
-                                }
-                                if rx.changed().await.is_err() {
-                                    return None;
-                                }
-                            }
-                        })
-                        .await;
-                        match shared {
-                            Ok(Some(answer)) => {
-                                metrics::counter!(m::CACHE_HITS).increment(1);
-                                metrics::counter!(m::CACHE_SHARED).increment(1);
-                                Lookup::Hit(answer)
-                            }
-                            _ => {
-                                metrics::counter!(m::CACHE_MISSES).increment(1);
-                                Lookup::Unavailable
-                            }
-                        }
-                    }
-                }
-            }
+            Found::Miss(generations) => self.miss(plan, generations).await,
             Found::Unavailable => {
                 metrics::counter!(m::CACHE_BYPASSES, "reason" => "store_unavailable").increment(1);
+                Lookup::Unavailable
+            }
+        }
+    }
+
+    /// A miss: this session fills the entry, or, when an identical read is already
+    /// running for another session, waits for its answer.
+    async fn miss(&self, plan: Plan, generations: String) -> Lookup {
+        // the full key, not its hash: a shared answer is never another key's
+        let key = format!("{}\0{generations}", plan.key);
+        let claim = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match flights.get(&key) {
+                Some(tx) => Err(tx.subscribe()),
+                None => {
+                    let (tx, _) = tokio::sync::watch::channel(None);
+                    flights.insert(key.clone(), tx.clone());
+                    Ok(tx)
+                }
+            }
+        };
+        let mut rx = match claim {
+            Ok(answer) => {
+                metrics::counter!(m::CACHE_MISSES).increment(1);
+                let flight = Flight {
+                    key,
+                    flights: self.flights.clone(),
+                    answer,
+                };
+                return Lookup::Miss(Fill {
+                    plan,
+                    generations,
+                    flight,
+                });
+            }
+            Err(rx) => rx,
+        };
+        let shared = tokio::time::timeout(WAIT_FOR_FILL, async {
+            loop {
+                if let Some(a) = rx.borrow_and_update().clone() {
+                    return Some(a);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match shared {
+            Ok(Some(answer)) => {
+                metrics::counter!(m::CACHE_HITS).increment(1);
+                metrics::counter!(m::CACHE_SHARED).increment(1);
+                Lookup::Hit(answer)
+            }
+            // the other read failed or gave up: run the query without filling
+            _ => {
+                metrics::counter!(m::CACHE_MISSES).increment(1);
                 Lookup::Unavailable
             }
         }

@@ -81,14 +81,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let Some(settings) = self.policy.cache_settings() else {
             return bypass("session_settings");
         };
-        let scope = if self.state.access().policy.is_some() {
-            self.policy.user.as_str()
-        } else {
-            "*"
-        };
+        let access = self.state.access();
         let parts = KeyParts {
             route: &self.route.name,
-            scope,
+            scope: self.policy.cache_scope(&access),
             session: settings,
             sql,
             params: &[],
@@ -175,14 +171,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         params.extend_from_slice(types);
         params.extend_from_slice(tail);
         let text = String::from_utf8_lossy(text);
-        let scope = if self.state.access().policy.is_some() {
-            self.policy.user.as_str()
-        } else {
-            "*"
-        };
+        let access = self.state.access();
         let parts = KeyParts {
             route: &self.route.name,
-            scope,
+            scope: self.policy.cache_scope(&access),
             session: settings,
             sql: &text,
             params: &params,

@@ -31,14 +31,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let Some(settings) = self.policy.cache_settings() else {
             return bypass("session_settings");
         };
-        let scope = if self.state.access().policy.is_some() {
-            self.policy.user.clone()
-        } else {
-            "*".to_string()
-        };
+        let access = self.state.access();
         let parts = KeyParts {
             route: &self.policy.route,
-            scope: &scope,
+            scope: self.policy.cache_scope(&access),
             session: settings,
             sql,
             params: &[],
