@@ -101,7 +101,8 @@ pub fn python_spawn(script: &str, env: &[(&str, String)]) -> tokio::process::Chi
         .expect("run python")
 }
 
-fn venv_python() -> std::path::PathBuf {
+/// The Python of the test venv (made by scripts/setup).
+pub fn venv_python() -> std::path::PathBuf {
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(
         venv.is_file(),

@@ -415,3 +415,98 @@ async fn the_embedded_sqlite_route_caches_in_process() {
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!(value(&other, read).await, "pending");
 }
+
+#[tokio::test]
+async fn mysql_clients_are_answered_from_the_cache() {
+    let my = tests::servers::Mariadb::shared().await;
+    let mydb = my.create_database("cache");
+    my.sql(&format!(
+        "CREATE TABLE {mydb}.t (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO {mydb}.t VALUES (1, 'a');"
+    ))
+    .unwrap();
+    let (pg, db, _owner) = fixture().await;
+    let s = SluiceConfig {
+        extra: format!(
+            "{}{}[routes.shop.cache]\nenabled = true\n[routes.myshop.cache]\nenabled = true\n",
+            pg_route("shop", pg.port, &db, "transaction", ""),
+            tests::sluice::my_route("myshop", my.port, &mydb, "transaction", ""),
+        ),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await;
+    // PostgreSQL clients' answers on the same route are never served to MySQL clients
+    let c = client(&s).await;
+    assert_eq!(value(&c, READ).await, "a");
+    stored().await;
+    let script = r#"
+import os, sys, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                    password=os.environ["PW"], database=sys.argv[1] if len(sys.argv) > 1 else "myshop",
+                    autocommit=True)
+cur = c.cursor()
+def read(sql):
+    cur.execute(sql)
+    return cur.fetchall()[0][0]
+out = [read("SELECT v FROM app.t WHERE id = 1")] if os.environ["ROUTE"] == "shop" else []
+if os.environ["ROUTE"] == "myshop":
+    out.append(read("SELECT v FROM t WHERE id = 1"))
+    time.sleep(0.2)
+    print("\n".join(out), flush=True)
+    sys.stdin.readline()  # the test changes the row behind sluice's back
+    out = [read("SELECT v FROM t WHERE id = 1")]
+    cur.execute("UPDATE t SET v = 'b' WHERE id = 1")
+    out.append(read("SELECT v FROM t WHERE id = 1"))
+print("\n".join(out), flush=True)
+"#;
+    let env = |route: &str| {
+        vec![
+            ("PORT", s.mysql.port().to_string()),
+            ("PW", tests::sluice::PASSWORD.to_string()),
+            ("ROUTE", route.to_string()),
+        ]
+    };
+    let out = tests::clients::python(
+        &script.replace(
+            "sys.argv[1] if len(sys.argv) > 1 else \"myshop\"",
+            "\"shop\"",
+        ),
+        &env("shop"),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "a",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // MariaDB: cached, changed behind sluice's back, then written through sluice
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let env = env("myshop");
+    let mut child = tokio::process::Command::new(tests::clients::venv_python())
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("a"));
+    my.sql(&format!("UPDATE {mydb}.t SET v = 'behind' WHERE id = 1"))
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("a"),
+        "answered from the cache"
+    );
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("b"),
+        "the write invalidated it"
+    );
+}

@@ -84,6 +84,10 @@ pub struct Packets<S> {
     /// Rows sent and rows reported changed since the counter was last taken (for the
     /// audit log).
     pub rows: u64,
+    /// Payloads of the packets sent while recording (for the read cache), each after its
+    /// length; None when not recording or past the limit.
+    recording: Option<BytesMut>,
+    recording_limit: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
@@ -98,6 +102,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
             seq: 0,
             max_packet,
             rows: 0,
+            recording: None,
+            recording_limit: 0,
         }
     }
 
@@ -120,6 +126,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
             seq: self.seq,
             max_packet: self.max_packet,
             rows: 0,
+            recording: None,
+            recording_limit: 0,
         })
     }
 
@@ -186,9 +194,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
         &mut self.wbuf
     }
 
+    /// Starts recording the payloads of the packets sent, up to `limit` bytes.
+    pub fn record(&mut self, limit: usize) {
+        self.recording = Some(BytesMut::new());
+        self.recording_limit = limit;
+    }
+
+    /// Stops recording: what was sent, unless it passed the limit.
+    pub fn recorded(&mut self) -> Option<Bytes> {
+        self.recording.take().map(BytesMut::freeze)
+    }
+
+    /// Sends the packets of a recording again (with this answer's sequence ids).
+    pub fn replay(&mut self, recording: &[u8]) {
+        let mut rest = recording;
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(payload) = rest.get(4..4 + len) else {
+                return;
+            };
+            self.send(payload);
+            rest = &rest[4 + len..];
+        }
+    }
+
     /// Fills in the header of the packet begun at `mark`, splitting it when it is long.
     pub fn finish(&mut self, mark: usize) {
         let len = self.wbuf.len() - mark - 4;
+        if let Some(rec) = self.recording.as_mut() {
+            if rec.len() + 4 + len > self.recording_limit {
+                self.recording = None;
+            } else {
+                rec.put_u32(len as u32);
+                rec.extend_from_slice(&self.wbuf[mark + 4..]);
+            }
+        }
         if len < MAX_CHUNK {
             let header = (len as u32).to_le_bytes();
             self.wbuf[mark..mark + 3].copy_from_slice(&header[..3]);

@@ -40,6 +40,7 @@ use crate::state::{BackendHandle, LimitSlot, RouteEntry, State};
 use backends::mysql::scan::{scan, Scan};
 
 mod access;
+mod cache;
 mod neutral_routes;
 
 const COM_QUIT: u8 = 0x01;
@@ -516,7 +517,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Ok(p) => p,
             Err(d) => return self.fail(MyError::from(&d)),
         };
+        let (answered, fill) = self.cached_query(&sql, &permit).await;
+        if answered {
+            return (Flow::Continue, true);
+        }
         let flow = self.run_query(&sql, &scanned, &words).await;
+        self.cache_fill(fill, flow.1);
         self.settle_writes(&permit, &sql).await;
         flow
     }

@@ -1,0 +1,98 @@
+//! The read cache in a MySQL session: text queries answered from it (the packets of the
+//! answer recorded and sent again with new sequence ids), and writes invalidated before
+//! their answer is flushed (at COMMIT inside a transaction; nothing after ROLLBACK).
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Session, STATUS_IN_TRANS};
+use crate::access::Permit;
+use crate::cache::{Fill, KeyParts, Lookup};
+use crate::metrics as m;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    /// Looks a text query up: true when it was answered from the cache; on a miss the
+    /// answer is recorded for [`Session::cache_fill`].
+    pub(super) async fn cached_query(
+        &mut self,
+        sql: &str,
+        permit: &Permit,
+    ) -> (bool, Option<Fill>) {
+        let (Some(cache), Some(route), Some(policy)) = (
+            self.state.cache.clone(),
+            self.route.as_ref().and_then(|r| r.cache.clone()),
+            self.policy.as_ref(),
+        ) else {
+            return (false, None);
+        };
+        if !route.rules.enabled {
+            return (false, None);
+        }
+        let bypass = |reason: &'static str| {
+            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
+            (false, None)
+        };
+        if self.status & STATUS_IN_TRANS != 0 {
+            return bypass("transaction");
+        }
+        let Some(settings) = policy.cache_settings() else {
+            return bypass("session_settings");
+        };
+        // the packet formats depend on the client's capabilities
+        let session = format!("{settings}:{:x}", self.capabilities.bits());
+        let route_key = format!("mysql/{}", policy.route);
+        let access = self.state.access();
+        let parts = KeyParts {
+            route: &route_key,
+            scope: policy.cache_scope(&access),
+            session: &session,
+            sql,
+            params: &[],
+        };
+        let plan = match cache.plan(&route, &parts, &permit.statements) {
+            Ok(p) => p,
+            Err(reason) => return bypass(reason),
+        };
+        match cache.lookup(plan).await {
+            Lookup::Hit(answer) => {
+                self.p.replay(&answer);
+                (true, None)
+            }
+            Lookup::Miss(fill) => {
+                self.p.record(cache.max_entry_bytes());
+                (false, Some(fill))
+            }
+            Lookup::Unavailable => (false, None),
+        }
+    }
+
+    /// Stores the recorded answer of a miss that succeeded outside a transaction.
+    pub(super) fn cache_fill(&mut self, fill: Option<Fill>, ok: bool) {
+        let recorded = self.p.recorded();
+        let (Some(fill), Some(answer), Some(cache)) = (fill, recorded, self.state.cache.as_ref())
+        else {
+            return;
+        };
+        if ok && self.status & STATUS_IN_TRANS == 0 {
+            cache.fill(fill, answer);
+        }
+    }
+
+    /// After a request ran: invalidates in the read cache what it wrote, or, inside a
+    /// transaction, keeps that for COMMIT (a ROLLBACK drops it). Runs before the answer
+    /// is flushed to the client.
+    pub(super) async fn settle_writes(&mut self, permit: &Permit, sql: &str) {
+        let (Some(cache), Some(route)) = (
+            self.state.cache.as_ref(),
+            self.route.as_ref().and_then(|r| r.cache.as_ref()),
+        ) else {
+            return;
+        };
+        let tables = crate::cache::written(&permit.statements, !permit.unclassified);
+        let rolled_back = crate::cache::ends_in_rollback(sql, &permit.statements);
+        let in_transaction = self.status & STATUS_IN_TRANS != 0;
+        let tables = self
+            .cache_writes
+            .settle(tables, in_transaction, rolled_back);
+        cache.invalidate(route, &tables).await;
+    }
+}
