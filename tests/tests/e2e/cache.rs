@@ -510,3 +510,65 @@ print("\n".join(out), flush=True)
         "the write invalidated it"
     );
 }
+
+#[tokio::test]
+async fn mysql_prepared_statements_are_answered_from_the_cache() {
+    let my = tests::servers::Mariadb::shared().await;
+    let mydb = my.create_database("cache");
+    my.sql(&format!(
+        "CREATE TABLE {mydb}.t (id INT PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO {mydb}.t VALUES (1, 'a'), (2, 'two');"
+    ))
+    .unwrap();
+    let s = SluiceConfig {
+        extra: format!(
+            "{}[routes.myshop.cache]\nenabled = true\n",
+            tests::sluice::my_route("myshop", my.port, &mydb, "transaction", ""),
+        ),
+        ..SluiceConfig::default()
+    }
+    .start()
+    .await;
+    let script = r#"
+import os, sys, time, mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                            password=os.environ["PW"], database="myshop", use_pure=True,
+                            ssl_ca=os.environ["CA"], autocommit=True)
+cur = c.cursor(prepared=True)
+def read(i):
+    cur.execute("SELECT v FROM t WHERE id = %s", (i,))
+    return cur.fetchall()[0][0]
+print(read(1), read(2), flush=True)
+time.sleep(0.2)
+sys.stdin.readline()  # the test changes the rows behind sluice's back
+print(read(1), read(2), flush=True)
+cur.execute("UPDATE t SET v = 'b' WHERE id = %s", (1,))
+print(read(1), read(2), flush=True)
+"#;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new(tests::clients::venv_python())
+        .arg("-c")
+        .arg(script)
+        .env("PORT", s.mysql.port().to_string())
+        .env("PW", tests::sluice::PASSWORD)
+        .env("CA", s.prepared.pki.ca_cert.display().to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("a two"));
+    my.sql(&format!("UPDATE {mydb}.t SET v = concat(v, '!')"))
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("a two"),
+        "answered from the cache, per parameter"
+    );
+    // the default invalidation is the whole database: both rows are read again
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("b two!"));
+}

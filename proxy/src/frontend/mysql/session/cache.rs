@@ -10,12 +10,14 @@ use crate::cache::{Fill, KeyParts, Lookup};
 use crate::metrics as m;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
-    /// Looks a text query up: true when it was answered from the cache; on a miss the
-    /// answer is recorded for [`Session::cache_fill`].
+    /// Looks a query up (`params`: a prepared statement's parameters, answered in the
+    /// binary protocol; empty: a text query): true when it was answered from the cache;
+    /// on a miss the answer is recorded for [`Session::cache_fill`].
     pub(super) async fn cached_query(
         &mut self,
         sql: &str,
         permit: &Permit,
+        params: Option<&[u8]>,
     ) -> (bool, Option<Fill>) {
         let (Some(cache), Some(route), Some(policy)) = (
             self.state.cache.clone(),
@@ -39,14 +41,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         };
         // the packet formats depend on the client's capabilities
         let session = format!("{settings}:{:x}", self.capabilities.bits());
-        let route_key = format!("mysql/{}", policy.route);
+        // text and binary answers of the same statement differ
+        let protocol = if params.is_some() {
+            "mysql-binary"
+        } else {
+            "mysql"
+        };
+        let route_key = format!("{protocol}/{}", policy.route);
         let access = self.state.access();
         let parts = KeyParts {
             route: &route_key,
             scope: policy.cache_scope(&access),
             session: &session,
             sql,
-            params: &[],
+            params: params.unwrap_or_default(),
         };
         let plan = match cache.plan(&route, &parts, &permit.statements) {
             Ok(p) => p,

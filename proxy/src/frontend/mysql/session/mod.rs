@@ -517,7 +517,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Ok(p) => p,
             Err(d) => return self.fail(MyError::from(&d)),
         };
-        let (answered, fill) = self.cached_query(&sql, &permit).await;
+        let (answered, fill) = self.cached_query(&sql, &permit, None).await;
         if answered {
             return (Flow::Continue, true);
         }
@@ -754,18 +754,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Ok(b) => b,
             Err(e) => return self.fail(e),
         };
+        let id = body
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let permit = id.and_then(|id| self.permits.get(&id)).cloned();
+        let mut fill = None;
+        if let Some(permit) = &permit {
+            // the values as bound (types included), whatever the client resent
+            let bound = format!("{params:?}");
+            let (answered, f) = self
+                .cached_query(&sql, permit, Some(bound.as_bytes()))
+                .await;
+            if answered {
+                return (Flow::Continue, true);
+            }
+            fill = f;
+        }
         let status = self.status;
         let conn = match server(&mut self.target, &self.registration).await {
             Ok(c) => c,
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                let _ = self.p.recorded();
+                return self.fail(e);
+            }
         };
         let thread = conn.id();
         let result = stream_binary(&mut self.p, conn, &sql, params, status).await;
         let flow = self.finish_server_request(result, thread).await;
-        let id = body
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        if let Some(permit) = id.and_then(|id| self.permits.get(&id)).cloned() {
+        self.cache_fill(fill, flow.1);
+        if let Some(permit) = permit {
             self.settle_writes(&permit, &sql).await;
         }
         flow
