@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{simple_message, Expect, Relay};
 use crate::access::Permit;
-use crate::cache::{Fill, KeyParts, Lookup};
+use crate::cache::{Fill, KeyParts, Lookup, TxWrites};
 use crate::metrics as m;
 
 /// A miss being filled from the server's answer.
@@ -49,7 +49,7 @@ pub(super) struct Writes {
     /// By the request now running.
     request: Vec<String>,
     /// By earlier requests of the open transaction.
-    transaction: Vec<String>,
+    transaction: TxWrites,
     /// The running request's last command was a ROLLBACK (`ROLLBACK TO SAVEPOINT`
     /// has the same tag, but a transaction that goes on is not ended by it).
     rolled_back: bool,
@@ -323,24 +323,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             }
         }
         let w = &mut self.writes;
-        if w.request.is_empty() && w.transaction.is_empty() {
-            w.rolled_back = false;
-            return;
-        }
-        let mut request = std::mem::take(&mut w.request);
-        match status {
-            b'I' => {
-                let transaction = std::mem::take(&mut w.transaction);
-                if !w.rolled_back {
-                    request.extend(transaction);
-                }
-                request.sort();
-                request.dedup();
-                w.due = request;
-            }
-            // in a transaction (or a failed one): at its end
-            _ => w.transaction.extend(request),
-        }
+        let request = std::mem::take(&mut w.request);
+        let due = w.transaction.settle(request, status != b'I', w.rolled_back);
+        w.due.extend(due);
         w.rolled_back = false;
     }
 
