@@ -414,6 +414,57 @@ async fn the_embedded_sqlite_route_caches_in_process() {
     assert_eq!(value(&other, read).await, "apple");
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!(value(&other, read).await, "pending");
+
+    // the extended protocol (psycopg): results cached per parameter
+    let script = r#"
+import os, sys, psycopg
+with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
+    read = lambda i: c.execute("SELECT name FROM items WHERE id = %s", (i,)).fetchone()[0]
+    print(read(1), read(2), flush=True)
+    sys.stdin.readline()
+    print(read(1), read(2), flush=True)
+    c.execute("UPDATE items SET name = 'fresh' WHERE id = %s", (1,))
+    print(read(1), read(2), flush=True)
+"#;
+    let dsn = format!(
+        "{} sslrootcert={}",
+        s.conninfo("alice", "app", "verify-ca"),
+        s.prepared.pki.ca_cert.display()
+    );
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new(tests::clients::venv_python())
+        .arg("-c")
+        .arg(script)
+        .env("DSN", dsn)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("pending pear")
+    );
+    stored().await;
+    let out = tests::clients::python(
+        "import os, sqlite3\nc = sqlite3.connect(os.environ['DB'])\nc.execute(\"UPDATE items SET name = name || '!'\")\nc.commit()\n",
+        &[("DB", db.display().to_string())],
+    )
+    .await;
+    assert!(out.status.success());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("pending pear"),
+        "answered from the cache"
+    );
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("fresh pear!")
+    );
 }
 
 #[tokio::test]

@@ -247,7 +247,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 return Ok(());
             }
         };
-        let fill = match self.cache_lookup(&query.query, &permit).await {
+        let fill = match self.cache_lookup(&query.query, &permit, None).await {
             crate::cache::Lookup::Hit(answer) => {
                 self.policy.finished(None);
                 self.conn.send_raw(&answer);
@@ -433,17 +433,52 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
     async fn run_portal(&mut self, name: &str) -> Result<&mut Portal, PgError> {
         let portal = self
             .portals
-            .get_mut(name)
+            .get(name)
             .ok_or_else(|| PgError::error("34000", format!("portal \"{name}\" does not exist")))?;
         if portal.result.is_none() && !portal.stmt.is_empty() {
-            let rs = self
-                .backend
-                .execute(portal.stmt.sql.clone(), portal.params.clone())
-                .await
-                .map_err(|e| PgError::from(&e))?;
-            portal.result = Some((rs, 0));
+            let (stmt, params) = (portal.stmt.clone(), portal.params.clone());
+            let rs = self.run_statement(&stmt, params).await?;
+            if let Some(portal) = self.portals.get_mut(name) {
+                portal.result = Some((rs, 0));
+            }
         }
-        Ok(portal)
+        self.portals
+            .get_mut(name)
+            .ok_or_else(|| PgError::error("34000", format!("portal \"{name}\" does not exist")))
+    }
+
+    /// Runs a bound statement, or takes its result from the read cache.
+    async fn run_statement(
+        &mut self,
+        stmt: &Prepared,
+        params: Vec<Value>,
+    ) -> Result<ResultSet, PgError> {
+        // the values as bound, types included
+        let bound = format!("{params:?}");
+        let fill = match self
+            .cache_lookup(&stmt.sql, &stmt.permit, Some(bound.as_bytes()))
+            .await
+        {
+            crate::cache::Lookup::Hit(answer) => {
+                if let Some(rs) = crate::cache::resultset::decode(&answer) {
+                    return Ok(rs);
+                }
+                None
+            }
+            crate::cache::Lookup::Miss(fill) => Some(fill),
+            crate::cache::Lookup::Unavailable => None,
+        };
+        let rs = self
+            .backend
+            .execute(stmt.sql.clone(), params)
+            .await
+            .map_err(|e| PgError::from(&e))?;
+        if let (Some(fill), Some(cache)) = (fill, self.state.cache.as_ref()) {
+            if rs.returns_rows() && !self.backend.in_transaction() {
+                cache.fill(fill, crate::cache::resultset::encode(&rs));
+            }
+        }
+        Ok(rs)
     }
 
     async fn execute(&mut self, execute: Execute) -> Result<(), PgError> {

@@ -11,9 +11,15 @@ use crate::cache::{Fill, KeyParts, Lookup};
 use crate::metrics as m;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
-    /// Looks a simple query up: the answer's messages on a hit, the fill for a miss, and
+    /// Looks a read up: a simple query's messages (`params` None), or a bound
+    /// statement's result (`params`: the values bound); the fill for a miss; and
     /// `Unavailable` when the cache is not used for it.
-    pub(super) async fn cache_lookup(&mut self, sql: &str, permit: &Permit) -> Lookup {
+    pub(super) async fn cache_lookup(
+        &mut self,
+        sql: &str,
+        permit: &Permit,
+        params: Option<&[u8]>,
+    ) -> Lookup {
         let (Some(cache), Some(route)) = (self.state.cache.clone(), self.cache_route.as_ref())
         else {
             return Lookup::Unavailable;
@@ -32,12 +38,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return bypass("session_settings");
         };
         let access = self.state.access();
+        // messages and results are stored differently: never under the same key
+        let route_key = match params {
+            None => self.policy.route.clone(),
+            Some(_) => format!("{}#result", self.policy.route),
+        };
         let parts = KeyParts {
-            route: &self.policy.route,
+            route: &route_key,
             scope: self.policy.cache_scope(&access),
             session: settings,
             sql,
-            params: &[],
+            params: params.unwrap_or_default(),
         };
         let plan = match cache.plan(route, &parts, &permit.statements) {
             Ok(p) => p,
