@@ -502,3 +502,102 @@ impl Drop for Redis {
         stop_child(&mut self.child, "KILL");
     }
 }
+
+/// An ephemeral Redis Cluster of three masters that keeps nothing on disk.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-redis-cluster")
+            .tempdir()
+            .expect("tempdir");
+        let mut ports = Vec::new();
+        let mut children = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let node_dir = dir.path().join(i.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--cluster-port")
+                .arg(free_port().to_string())
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/setup)");
+            ports.push(port);
+            children.push(child);
+        }
+        let cluster = RedisCluster {
+            ports,
+            children,
+            _dir: dir,
+        };
+        for &port in &cluster.ports {
+            wait_for("a cluster node to answer", START_LIMIT, || async move {
+                port_open(port).await.then_some(())
+            })
+            .await;
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed (scripts/setup)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for &port in &cluster.ports {
+            wait_for("the cluster to be ready", START_LIMIT, || async move {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("cluster_state:ok")
+                    .then_some(())
+            })
+            .await;
+        }
+        cluster
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            stop_child(child, "KILL");
+        }
+    }
+}

@@ -47,7 +47,8 @@ impl Store {
         if !config.redis_cluster.is_empty() {
             let client = redis::cluster::ClusterClient::new(config.redis_cluster.clone())
                 .map_err(|e| format!("cache.redis_cluster: {e}"))?;
-            let store = RedisStore::new(Target::Cluster(Box::new(client)), config);
+            let seeds = config.redis_cluster.clone();
+            let store = RedisStore::new(Target::Cluster(Box::new(client), seeds), config);
             return Ok(Store::Redis(Box::new(store)));
         }
         Ok(Store::Memory(MemoryStore::new(config.memory_entries)))
@@ -188,7 +189,8 @@ impl MemoryStore {
 
 enum Target {
     Single(Box<redis::Client>),
-    Cluster(Box<redis::cluster::ClusterClient>),
+    /// The client, and the node URLs it was given (flush scans each).
+    Cluster(Box<redis::cluster::ClusterClient>, Vec<String>),
 }
 
 enum Conn {
@@ -309,7 +311,7 @@ impl RedisStore {
                         .await?,
                 )
             }
-            Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Target::Cluster(client, _) => Conn::Cluster(client.get_async_connection().await?),
         };
         let copy = match &conn {
             Conn::Single(c) => Conn::Single(c.clone()),
@@ -443,33 +445,52 @@ impl RedisStore {
         done
     }
 
+    /// Deletes every entry (generations stay). Entries are only reachable through their
+    /// generations, so they are found by scanning: every node of a cluster.
     async fn flush(&self) -> Result<(), String> {
-        // Entries are found through their generations; bumping every namespace's epoch is
-        // not possible without knowing them, so matching keys are deleted by scanning.
-        let mut conn = self.conn().await.map_err(|e| e.to_string())?;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = conn
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg("{sluice:*}:e:*")
-                        .arg("COUNT")
-                        .arg(1000),
-                )
+        match &self.target {
+            Target::Single(client) => flush_node(client).await,
+            Target::Cluster(_, nodes) => {
+                for url in nodes {
+                    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                    flush_node(&client).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Deletes the entries one node holds (one key per UNLINK: a cluster refuses keys of
+/// several slots in one command).
+async fn flush_node(client: &redis::Client) -> Result<(), String> {
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("{sluice:*}:e:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("UNLINK").arg(k).ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            if !keys.is_empty() {
-                let _: () = conn
-                    .query(redis::cmd("UNLINK").arg(&keys))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }

@@ -623,3 +623,44 @@ print(read(1), read(2), flush=True)
     // the default invalidation is the whole database: both rows are read again
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("b two!"));
 }
+
+#[tokio::test]
+async fn two_instances_share_a_redis_cluster() {
+    let (pg, db, owner) = fixture().await;
+    let cluster = tests::servers::RedisCluster::start().await;
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let store = format!(
+        "[cache]\nredis_cluster = [{}]\ntimeout_ms = 500\n",
+        urls.join(", ")
+    );
+    let a = sluice(&pg, &db, None, &store).await;
+    let b = sluice(&pg, &db, None, &store).await;
+    let (ca, cb) = (client(&a).await, client(&b).await);
+    assert_eq!(value(&cb, READ).await, "a");
+    stored().await;
+    owner
+        .batch_execute("UPDATE app.t SET v = 'behind' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        value(&ca, READ).await,
+        "a",
+        "b's answer, found in the cluster"
+    );
+    ca.simple_query("UPDATE app.t SET v = 'b' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&cb, READ).await, "b");
+    let (_, metrics) = tests::clients::http_get(a.admin, "/metrics").await;
+    assert!(metrics.contains("sluice_cache_hits_total"), "{metrics}");
+    // a flush through one instance empties every node for all of them
+    stored().await;
+    owner
+        .batch_execute("UPDATE app.t SET v = 'behind again' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&cb, READ).await, "b");
+    let (status, body) = tests::clients::http_post(a.admin, "/cache/flush").await;
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(value(&cb, READ).await, "behind again");
+}
