@@ -453,10 +453,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         stmt: &Prepared,
         params: Vec<Value>,
     ) -> Result<ResultSet, PgError> {
-        // the values as bound, types included
-        let bound = format!("{params:?}");
         let fill = match self
-            .cache_lookup(&stmt.sql, &stmt.permit, Some(bound.as_bytes()))
+            .cache_lookup(&stmt.sql, &stmt.permit, Some(&params))
             .await
         {
             crate::cache::Lookup::Hit(answer) => {

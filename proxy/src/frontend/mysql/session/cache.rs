@@ -2,6 +2,7 @@
 //! answer recorded and sent again with new sequence ids), and writes invalidated before
 //! their answer is flushed (at COMMIT inside a transaction; nothing after ROLLBACK).
 
+use backends::mysql::mysql_async;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Session, STATUS_IN_TRANS};
@@ -10,14 +11,14 @@ use crate::cache::{Fill, KeyParts, Lookup};
 use crate::metrics as m;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
-    /// Looks a query up (`params`: a prepared statement's parameters, answered in the
-    /// binary protocol; empty: a text query): true when it was answered from the cache;
+    /// Looks a query up (`params`: a prepared statement's bound values, answered in the
+    /// binary protocol; None: a text query): true when it was answered from the cache;
     /// on a miss the answer is recorded for [`Session::cache_fill`].
     pub(super) async fn cached_query(
         &mut self,
         sql: &str,
         permit: &Permit,
-        params: Option<&[u8]>,
+        params: Option<&mysql_async::Params>,
     ) -> (bool, Option<Fill>) {
         let (Some(cache), Some(route), Some(policy)) = (
             self.state.cache.clone(),
@@ -48,13 +49,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             "mysql"
         };
         let route_key = format!("{protocol}/{}", policy.route);
+        // the values as bound, types included, whatever the client resent
+        let bound = params.map(|p| format!("{p:?}"));
         let access = self.state.access();
         let parts = KeyParts {
             route: &route_key,
             scope: policy.cache_scope(&access),
             session: &session,
             sql,
-            params: params.unwrap_or_default(),
+            params: bound.as_deref().unwrap_or_default().as_bytes(),
         };
         let plan = match cache.plan(&route, &parts, &permit.statements) {
             Ok(p) => p,

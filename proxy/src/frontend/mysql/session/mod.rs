@@ -760,11 +760,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let permit = id.and_then(|id| self.permits.get(&id)).cloned();
         let mut fill = None;
         if let Some(permit) = &permit {
-            // the values as bound (types included), whatever the client resent
-            let bound = format!("{params:?}");
-            let (answered, f) = self
-                .cached_query(&sql, permit, Some(bound.as_bytes()))
-                .await;
+            let (answered, f) = self.cached_query(&sql, permit, Some(&params)).await;
             if answered {
                 return (Flow::Continue, true);
             }

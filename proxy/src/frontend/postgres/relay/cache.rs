@@ -57,6 +57,14 @@ pub(super) struct Writes {
     due: Vec<String>,
 }
 
+impl Writes {
+    /// Notes what a request about to run writes.
+    pub(super) fn note(&mut self, permit: &Permit) {
+        let tables = crate::cache::written(&permit.statements, !permit.unclassified);
+        self.request.extend(tables);
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// Answers a simple-query read from the cache when it can (true: answered). On a
     /// miss, the server's answer is captured for the cache.
@@ -337,8 +345,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// Notes what a request about to run writes.
     pub(super) fn note_writes(&mut self, permit: &Permit) {
         if self.route.cache.is_some() {
-            let tables = crate::cache::written(&permit.statements, !permit.unclassified);
-            self.writes.request.extend(tables);
+            self.writes.note(permit);
         }
     }
 

@@ -170,8 +170,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             return Ok(());
         };
         self.policy.recheck(&self.state.access(), permit)?;
-        let permit = permit.clone();
-        self.note_writes(&permit);
+        if self.route.cache.is_some() {
+            self.writes.note(permit);
+        }
         Ok(())
     }
 

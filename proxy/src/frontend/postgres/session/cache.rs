@@ -2,6 +2,7 @@
 //! queries answered from it, answers stored as the messages sent, and writes invalidated
 //! before their ReadyForQuery is flushed (at COMMIT inside a transaction).
 
+use backends::result::Value;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -12,13 +13,14 @@ use crate::metrics as m;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Looks a read up: a simple query's messages (`params` None), or a bound
-    /// statement's result (`params`: the values bound); the fill for a miss; and
+    /// statement's result (`params`: the values bound, keyed with their types); the fill
+    /// for a miss; and
     /// `Unavailable` when the cache is not used for it.
     pub(super) async fn cache_lookup(
         &mut self,
         sql: &str,
         permit: &Permit,
-        params: Option<&[u8]>,
+        params: Option<&[Value]>,
     ) -> Lookup {
         let (Some(cache), Some(route)) = (self.state.cache.clone(), self.cache_route.as_ref())
         else {
@@ -37,6 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let Some(settings) = self.policy.cache_settings() else {
             return bypass("session_settings");
         };
+        let bound = params.map(|p| format!("{p:?}"));
         let access = self.state.access();
         // messages and results are stored differently: never under the same key
         let route_key = match params {
@@ -48,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             scope: self.policy.cache_scope(&access),
             session: settings,
             sql,
-            params: params.unwrap_or_default(),
+            params: bound.as_deref().unwrap_or_default().as_bytes(),
         };
         let plan = match cache.plan(route, &parts, &permit.statements) {
             Ok(p) => p,
