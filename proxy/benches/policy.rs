@@ -55,6 +55,21 @@ fn bench(c: &mut Criterion) {
     let text = policy_text();
     let policy = Policy::from_text(DEFAULT_MODEL, &[("bench.csv", &text)]).unwrap();
     assert_eq!(policy.rules(), 201);
+    classification(c);
+    decisions(c, &policy);
+    let access = AccessState {
+        users: HashMap::new(),
+        policy: Some(policy),
+        unparsed_allowed: HashSet::new(),
+        audit: None,
+        generation: 1,
+        classified: Default::default(),
+    };
+    session_checks(c, &access);
+}
+
+/// sqlparser alone, then classification.
+fn classification(c: &mut Criterion) {
     let search_path = Vec::new();
     let scope = Scope {
         dialect: Dialect::Postgres,
@@ -77,7 +92,10 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+}
 
+/// One decision under 200 rules, cached and not.
+fn decisions(c: &mut Criterion, policy: &Policy) {
     let mut group = c.benchmark_group("decide");
     group.bench_function("cached", |b| {
         let request = AccessRequest {
@@ -105,15 +123,10 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+}
 
-    let access = AccessState {
-        users: HashMap::new(),
-        policy: Some(policy),
-        unparsed_allowed: HashSet::new(),
-        audit: None,
-        generation: 1,
-        classified: Default::default(),
-    };
+/// `SessionPolicy::check` as the frontends call it.
+fn session_checks(c: &mut Criterion, access: &AccessState) {
     // through the classification cache: the same texts, and (numbers_vary) the pgbench
     // select with a new number each time, as `pgbench -M simple` sends it
     let mut group = c.benchmark_group("session_check");
@@ -123,14 +136,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             aid += 1;
             let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
-            session.check(&access, &sql, false).unwrap()
+            session.check(access, &sql, false).unwrap()
         })
     });
     for (name, sql) in STATEMENTS {
         let mut session =
             SessionPolicy::new("alice", "bench", "postgres", None, Dialect::Postgres, "");
         group.bench_function(*name, |b| {
-            b.iter(|| session.check(&access, black_box(sql), false).unwrap())
+            b.iter(|| session.check(access, black_box(sql), false).unwrap())
         });
     }
     group.finish();

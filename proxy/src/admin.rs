@@ -99,39 +99,13 @@ async fn handle(
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         ("POST", "/reload") => {
-            let outcome = tokio::task::spawn_blocking(move || state.reload()).await;
-            match outcome {
-                Ok(Ok(msg)) => {
-                    respond(&mut stream, "200 OK", "text/plain", &format!("{msg}\n")).await
-                }
-                Ok(Err(e)) => {
-                    let body = format!("reload failed; the previous configuration stays: {e}\n");
-                    respond(&mut stream, "422 Unprocessable Entity", "text/plain", &body).await
-                }
-                Err(_) => {
-                    respond(
-                        &mut stream,
-                        "500 Internal Server Error",
-                        "text/plain",
-                        "reload failed\n",
-                    )
-                    .await
-                }
-            }
+            let (status, body) = reload(state).await;
+            respond(&mut stream, status, "text/plain", &body).await
         }
-        ("POST", "/cache/flush") => match &state.cache {
-            Some(cache) => match cache.flush().await {
-                Ok(()) => respond(&mut stream, "200 OK", "text/plain", "cache flushed\n").await,
-                Err(e) => {
-                    let body = format!("cache flush failed: {e}\n");
-                    respond(&mut stream, "503 Service Unavailable", "text/plain", &body).await
-                }
-            },
-            None => {
-                let body = "no route has the cache enabled\n";
-                respond(&mut stream, "404 Not Found", "text/plain", body).await
-            }
-        },
+        ("POST", "/cache/flush") => {
+            let (status, body) = flush_cache(&state).await;
+            respond(&mut stream, status, "text/plain", &body).await
+        }
         ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
         _ => {
             respond(
@@ -158,4 +132,30 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// `POST /reload`: the status line and body.
+async fn reload(state: Arc<State>) -> (&'static str, String) {
+    match tokio::task::spawn_blocking(move || state.reload()).await {
+        Ok(Ok(msg)) => ("200 OK", format!("{msg}\n")),
+        Ok(Err(e)) => (
+            "422 Unprocessable Entity",
+            format!("reload failed; the previous configuration stays: {e}\n"),
+        ),
+        Err(_) => ("500 Internal Server Error", "reload failed\n".into()),
+    }
+}
+
+/// `POST /cache/flush`: the status line and body.
+async fn flush_cache(state: &State) -> (&'static str, String) {
+    match &state.cache {
+        Some(cache) => match cache.flush().await {
+            Ok(()) => ("200 OK", "cache flushed\n".into()),
+            Err(e) => (
+                "503 Service Unavailable",
+                format!("cache flush failed: {e}\n"),
+            ),
+        },
+        None => ("404 Not Found", "no route has the cache enabled\n".into()),
+    }
 }

@@ -179,29 +179,7 @@ impl State {
             };
             let database = r.database.clone().unwrap_or_else(|| name.clone());
             // every route to a database some route caches invalidates on writes
-            let cache = caching.then(|| crate::cache::RouteRules {
-                rules: r.cache.clone(),
-                namespace: match b.kind {
-                    BackendKind::Sqlite => format!(
-                        "sqlite://{}",
-                        b.path
-                            .as_deref()
-                            .unwrap_or(std::path::Path::new(""))
-                            .display()
-                    ),
-                    kind => format!(
-                        "{}://{}:{}/{database}",
-                        format!("{kind:?}").to_lowercase(),
-                        b.host.as_deref().unwrap_or("localhost"),
-                        b.port.unwrap_or(if kind == BackendKind::Postgres {
-                            5432
-                        } else {
-                            3306
-                        })
-                    ),
-                },
-                role: b.user.clone().unwrap_or_default(),
-            });
+            let cache = caching.then(|| cache_rules(r, b, &database));
             let entry = RouteEntry {
                 name: name.clone(),
                 database,
@@ -230,6 +208,39 @@ impl State {
             sha2_cache: Mutex::new(HashMap::new()),
             mysql_sessions: Arc::default(),
         })
+    }
+}
+
+/// A route's cache rules; the namespace names the backend database, so every route and
+/// instance that reaches it shares its generations.
+fn cache_rules(
+    r: &crate::config::Route,
+    b: &crate::config::Backend,
+    database: &str,
+) -> crate::cache::RouteRules {
+    let namespace = match b.kind {
+        BackendKind::Sqlite => format!(
+            "sqlite://{}",
+            b.path
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        ),
+        kind => format!(
+            "{}://{}:{}/{database}",
+            format!("{kind:?}").to_lowercase(),
+            b.host.as_deref().unwrap_or("localhost"),
+            b.port.unwrap_or(if kind == BackendKind::Postgres {
+                5432
+            } else {
+                3306
+            })
+        ),
+    };
+    crate::cache::RouteRules {
+        rules: r.cache.clone(),
+        namespace,
+        role: b.user.clone().unwrap_or_default(),
     }
 }
 

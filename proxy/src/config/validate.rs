@@ -72,22 +72,26 @@ pub fn validate(config: &Config) -> Result<(), Problem> {
                 "must be at least 1".into(),
             ));
         }
-        let c = &route.cache;
-        let ttl_ok = |v: f64| v.is_finite() && v > 0.0;
-        if !ttl_ok(c.ttl_secs) {
-            return Err((
-                format!("routes.{name}.cache.ttl_secs"),
-                "must be a positive number of seconds".into(),
-            ));
-        }
-        if let Some((table, _)) = c.tables.iter().find(|(_, v)| !ttl_ok(**v)) {
-            return Err((
-                format!("routes.{name}.cache.tables.{table}"),
-                "must be a positive number of seconds".into(),
-            ));
-        }
+        check_route_cache(name, &route.cache)?;
     }
     check_cache(config)
+}
+
+fn check_route_cache(name: &str, c: &crate::config::RouteCache) -> Result<(), Problem> {
+    let ttl_ok = |v: f64| v.is_finite() && v > 0.0;
+    if !ttl_ok(c.ttl_secs) {
+        return Err((
+            format!("routes.{name}.cache.ttl_secs"),
+            "must be a positive number of seconds".into(),
+        ));
+    }
+    if let Some((table, _)) = c.tables.iter().find(|(_, v)| !ttl_ok(**v)) {
+        return Err((
+            format!("routes.{name}.cache.tables.{table}"),
+            "must be a positive number of seconds".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_cache(config: &Config) -> Result<(), Problem> {

@@ -172,12 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let Some((text, types)) = cstr(&parse) else {
             return bypass("unknown_statement");
         };
-        let tail = &frame.body()[at + statement.len() + 1..];
-        // parameter types, then the Bind's formats and values and result formats
-        let mut params = Vec::with_capacity(8 + types.len() + tail.len());
-        params.extend_from_slice(&(types.len() as u32).to_be_bytes());
-        params.extend_from_slice(types);
-        params.extend_from_slice(tail);
+        let params = bound_params(types, &frame.body()[at + statement.len() + 1..]);
         let text = String::from_utf8_lossy(text);
         let access = self.state.access();
         let parts = KeyParts {
@@ -191,7 +186,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             Ok(p) => p,
             Err(reason) => return bypass(reason),
         };
-        match cache.lookup(plan).await {
+        let lookup = cache.lookup(plan).await;
+        self.bind_looked_up(lookup, frame, at)
+    }
+
+    /// A Bind's lookup: a hit answers BindComplete and keeps the portal's answer (true);
+    /// a miss captures the server's answer.
+    fn bind_looked_up(&mut self, lookup: Lookup, frame: &Frame, at: usize) -> bool {
+        match lookup {
             Lookup::Hit(answer) => {
                 let Some((row_description, rows)) = split_extended(&answer) else {
                     return false;
@@ -370,6 +372,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             cache.invalidate(route, &request).await;
         }
     }
+}
+
+/// The key material of a Bind: the statement's parameter types, then the Bind's
+/// parameter formats and values and result formats (`tail`).
+fn bound_params(types: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut params = Vec::with_capacity(4 + types.len() + tail.len());
+    params.extend_from_slice(&(types.len() as u32).to_be_bytes());
+    params.extend_from_slice(types);
+    params.extend_from_slice(tail);
+    params
 }
 
 /// An extended-protocol answer: the RowDescription (length-prefixed; `u32::MAX`: none),
