@@ -101,6 +101,51 @@ pub fn python_spawn(script: &str, env: &[(&str, String)]) -> tokio::process::Chi
         .expect("run python")
 }
 
+/// A Python snippet of the test venv that the test talks to line by line (stdin and
+/// stdout; stderr goes to the test's); killed when dropped.
+pub struct Interactive {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Interactive {
+    pub fn start(script: &str, env: &[(&str, String)]) -> Interactive {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::new(venv_python())
+            .arg("-c")
+            .arg(script)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run python");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        Interactive {
+            _child: child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next line the snippet prints (None: it ended).
+    pub async fn line(&mut self) -> Option<String> {
+        self.lines.next_line().await.expect("python stdout")
+    }
+
+    /// Sends one line to the snippet's stdin.
+    pub async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("python stdin");
+    }
+}
+
 /// The Python of the test venv (made by scripts/setup).
 pub fn venv_python() -> std::path::PathBuf {
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");

@@ -259,6 +259,21 @@ impl Postgres {
         )
     }
 
+    /// A conninfo for [`PG_ROLE`], the owner of the databases tests create.
+    pub fn owner_conninfo(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
+            self.port
+        )
+    }
+
+    /// Connects as [`PG_ROLE`] to `db`, directly (not through sluice).
+    pub async fn connect_owner(&self, db: &str) -> tokio_postgres::Client {
+        crate::clients::connect_plain(&self.owner_conninfo(db))
+            .await
+            .expect("connect as the database owner")
+    }
+
     /// Creates a fresh database owned by [`PG_ROLE`] and returns its name.
     pub async fn create_database(&self, prefix: &str) -> String {
         let name = format!("{prefix}_{}", crate::free_port());

@@ -131,6 +131,16 @@ impl TestSluice {
         )
     }
 
+    /// The environment Python client snippets read: the MySQL listener's `PORT`, the
+    /// test password `PW`, and the test CA certificate `CA`.
+    pub fn mysql_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PORT", self.mysql.port().to_string()),
+            ("PW", PASSWORD.to_string()),
+            ("CA", self.prepared.pki.ca_cert.display().to_string()),
+        ]
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;

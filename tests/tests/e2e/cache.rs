@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use tests::clients::connect_tls;
-use tests::servers::{Postgres, Redis, PG_PASSWORD, PG_ROLE};
+use tests::servers::{Postgres, Redis};
 use tests::sluice::{pg_route, SluiceConfig, TestSluice};
 
 /// A database with `app.t` and `other.t` (same name, different rows), and its owner.
 async fn fixture() -> (std::sync::Arc<Postgres>, String, tokio_postgres::Client) {
     let pg = Postgres::shared().await;
     let db = pg.create_database("cache").await;
-    let owner = tests::clients::connect_plain(&format!(
-        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
-        pg.port
-    ))
-    .await
-    .unwrap();
+    let owner = pg.connect_owner(&db).await;
     owner
         .batch_execute(
             "CREATE SCHEMA app; CREATE SCHEMA other;
@@ -271,11 +266,14 @@ async fn two_instances_share_redis_and_a_write_through_one_is_seen_by_the_other(
 
 #[tokio::test]
 async fn no_read_after_a_completed_write_returns_the_old_value() {
-    let (pg, db, _owner) = fixture().await;
+    let (pg, db, owner) = fixture().await;
     let redis = Redis::start().await;
     let a = sluice(&pg, &db, Some(&redis), "").await;
     let b = sluice(&pg, &db, Some(&redis), "").await;
-    owner_rows(&pg, &db).await;
+    owner
+        .batch_execute("INSERT INTO app.t SELECT g, '-1' FROM generate_series(10, 13) g")
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     // four writer/reader pairs, each on its own row, crossing instances both ways
     for pair in 0..4 {
@@ -302,19 +300,6 @@ async fn no_read_after_a_completed_write_returns_the_old_value() {
     for t in tasks {
         t.await.unwrap();
     }
-}
-
-async fn owner_rows(pg: &Postgres, db: &str) {
-    let owner = tests::clients::connect_plain(&format!(
-        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
-        pg.port
-    ))
-    .await
-    .unwrap();
-    owner
-        .batch_execute("INSERT INTO app.t SELECT g, '-1' FROM generate_series(10, 13) g")
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -431,22 +416,8 @@ with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
         s.conninfo("alice", "app", "verify-ca"),
         s.prepared.pki.ca_cert.display()
     );
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let mut child = tokio::process::Command::new(tests::clients::venv_python())
-        .arg("-c")
-        .arg(script)
-        .env("DSN", dsn)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
-        Some("pending pear")
-    );
+    let mut py = tests::clients::Interactive::start(script, &[("DSN", dsn)]);
+    assert_eq!(py.line().await.as_deref(), Some("pending pear"));
     stored().await;
     let out = tests::clients::python(
         "import os, sqlite3\nc = sqlite3.connect(os.environ['DB'])\nc.execute(\"UPDATE items SET name = name || '!'\")\nc.commit()\n",
@@ -454,17 +425,13 @@ with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
     )
     .await;
     assert!(out.status.success());
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\n").await.unwrap();
+    py.send("go").await;
     assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
+        py.line().await.as_deref(),
         Some("pending pear"),
         "answered from the cache"
     );
-    assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
-        Some("fresh pear!")
-    );
+    assert_eq!(py.line().await.as_deref(), Some("fresh pear!"));
 }
 
 #[tokio::test]
@@ -532,31 +499,18 @@ print("\n".join(out), flush=True)
         String::from_utf8_lossy(&out.stderr)
     );
     // MariaDB: cached, changed behind sluice's back, then written through sluice
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let env = env("myshop");
-    let mut child = tokio::process::Command::new(tests::clients::venv_python())
-        .arg("-c")
-        .arg(script)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("a"));
+    let mut py = tests::clients::Interactive::start(script, &env("myshop"));
+    assert_eq!(py.line().await.as_deref(), Some("a"));
     my.sql(&format!("UPDATE {mydb}.t SET v = 'behind' WHERE id = 1"))
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\n").await.unwrap();
+    py.send("go").await;
     assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
+        py.line().await.as_deref(),
         Some("a"),
         "answered from the cache"
     );
     assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
+        py.line().await.as_deref(),
         Some("b"),
         "the write invalidated it"
     );
@@ -596,32 +550,18 @@ print(read(1), read(2), flush=True)
 cur.execute("UPDATE t SET v = 'b' WHERE id = %s", (1,))
 print(read(1), read(2), flush=True)
 "#;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let mut child = tokio::process::Command::new(tests::clients::venv_python())
-        .arg("-c")
-        .arg(script)
-        .env("PORT", s.mysql.port().to_string())
-        .env("PW", tests::sluice::PASSWORD)
-        .env("CA", s.prepared.pki.ca_cert.display().to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("a two"));
+    let mut py = tests::clients::Interactive::start(script, &s.mysql_env());
+    assert_eq!(py.line().await.as_deref(), Some("a two"));
     my.sql(&format!("UPDATE {mydb}.t SET v = concat(v, '!')"))
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\n").await.unwrap();
+    py.send("go").await;
     assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
+        py.line().await.as_deref(),
         Some("a two"),
         "answered from the cache, per parameter"
     );
     // the default invalidation is the whole database: both rows are read again
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("b two!"));
+    assert_eq!(py.line().await.as_deref(), Some("b two!"));
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! nothing reaching the backend, each allowed counterpart working), reload, and audit.
 
 use tests::clients::connect_tls;
-use tests::servers::{Mariadb, Postgres, PG_PASSWORD, PG_ROLE};
+use tests::servers::{Mariadb, Postgres};
 use tests::sluice::{my_route, pg_route, SluiceConfig, TestSluice, PASSWORD};
 
 const APP_POLICY: &str = "\
@@ -45,12 +45,7 @@ fn policy_file(s: &TestSluice) -> std::path::PathBuf {
 async fn pg_fixture() -> (std::sync::Arc<Postgres>, String, tokio_postgres::Client) {
     let pg = Postgres::shared().await;
     let db = pg.create_database("policy").await;
-    let owner = tests::clients::connect_plain(&format!(
-        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
-        pg.port
-    ))
-    .await
-    .unwrap();
+    let owner = pg.connect_owner(&db).await;
     owner
         .batch_execute(
             "CREATE SCHEMA app; CREATE SCHEMA other;
@@ -372,15 +367,7 @@ for user, password, database in (("bob", pw, "elsewhere"), ("alice", "wrong", "s
     except mysql.connector.Error as e:
         print(e.errno)
 "#;
-    let out = tests::clients::python(
-        script,
-        &[
-            ("PORT", s.mysql.port().to_string()),
-            ("PW", PASSWORD.to_string()),
-            ("CA", s.prepared.pki.ca_cert.display().to_string()),
-        ],
-    )
-    .await;
+    let out = tests::clients::python(script, &s.mysql_env()).await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
@@ -603,15 +590,7 @@ try:
 except pymysql.MySQLError as e:
     print(e.args[0])
 "#;
-    let out = tests::clients::python(
-        script,
-        &[
-            ("PORT", s.mysql.port().to_string()),
-            ("PW", PASSWORD.to_string()),
-            ("CA", s.prepared.pki.ca_cert.display().to_string()),
-        ],
-    )
-    .await;
+    let out = tests::clients::python(script, &s.mysql_env()).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         text.split_whitespace().collect::<Vec<_>>(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use tests::clients::{connect_tls, psql, psql_with_input, sqlstate};
-use tests::servers::{Postgres, PG_PASSWORD, PG_ROLE};
+use tests::servers::Postgres;
 use tests::sluice::{pg_route, SluiceConfig, TestSluice};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -60,10 +60,7 @@ impl Setup {
 }
 
 fn direct_conninfo(pg: &Postgres, db: &str) -> String {
-    format!(
-        "host=127.0.0.1 port={} user={PG_ROLE} password={PG_PASSWORD} dbname={db}",
-        pg.port
-    )
+    pg.owner_conninfo(db)
 }
 
 /// Any value, as the exact bytes the server sent.
