@@ -31,22 +31,11 @@ MODE="${MODE:-simple}"
 WORKLOADS="${WORKLOADS:-expensive point}"
 PASSWORD="bench-pw"
 
-need() {
-    if ! command -v "$1" >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ]; then
-            apt-get install -y -q "$2" >/dev/null
-        else
-            echo "bench/cache.sh: $1 is missing; install the Debian package $2" >&2
-            exit 1
-        fi
-    fi
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 need pgbench postgresql-client
 need redis-server redis-server
 need redis-benchmark redis-tools
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 WORK="$(mktemp -d /tmp/sluice-cache-bench.XXXXXX)"
 PIDS=()
@@ -58,30 +47,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
-
-echo "== building sluice (release)"
-(cd "$ROOT" && cargo build --release --locked -q -p proxy --bin sluice)
-SLUICE="$ROOT/target/release/sluice"
+build_sluice
 
 echo "== starting PostgreSQL and Redis"
-PGPORT="$(free_port)"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
-as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --no-sync --locale=C >/dev/null
-as_pg "$PGBIN/postgres" -D "$WORK/pg" -p "$PGPORT" -k "$WORK" -c listen_addresses=127.0.0.1 \
-    -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off \
-    >"$WORK/pg.log" 2>&1 &
-PGPID=$!
+start_postgres "$WORK"
 REDIS_PORT="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK" \
     >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
-wait_port "$PGPORT"
 wait_port "$REDIS_PORT"
-sleep 0.5
-psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" \
-    -c "CREATE DATABASE bench OWNER bench" >/dev/null
 echo "== pgbench -i -s $SCALE"
 PGPASSWORD="$PASSWORD" pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U bench bench 2>&1 | tail -1
 

@@ -30,23 +30,12 @@ PS_MODE="${PS_MODE:-auto}"
 MODE="${MODE:-transaction}"
 PASSWORD="bench-pw"
 
-need() {
-    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
-        if [ "$(id -u)" = 0 ]; then
-            apt-get install -y -q "$2" >/dev/null
-        else
-            echo "bench/mysql.sh: $1 is missing; install the Debian package $2" >&2
-            exit 1
-        fi
-    fi
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 need sysbench sysbench
 need haproxy haproxy
 need mariadbd mariadb-server
 need mariadb mariadb-client
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
 
 WORK="$(mktemp -d /tmp/sluice-bench-my.XXXXXX)"
 PIDS=()
@@ -57,9 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building sluice (release)"
-(cd "$ROOT" && cargo build --release --locked -q -p proxy --bin sluice)
-SLUICE="$ROOT/target/release/sluice"
+build_sluice
 
 echo "== starting MariaDB"
 MYPORT="$(free_port)"

@@ -1,0 +1,46 @@
+# bench/lib.sh — helpers the benchmark scripts share (sourced, not run).
+
+# need CMD PKG: installs the Debian package PKG when CMD is missing (as root), or stops.
+need() {
+    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get install -y -q "$2" >/dev/null
+        else
+            echo "$(basename "$0"): $1 is missing; install the Debian package $2" >&2
+            exit 1
+        fi
+    fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+
+# Runs a command as the postgres user when root (PostgreSQL refuses to run as root).
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+
+# Builds the release sluice and sets SLUICE to it.
+build_sluice() {
+    echo "== building sluice (release)"
+    (cd "$ROOT" && cargo build --release --locked -q -p proxy --bin sluice)
+    SLUICE="$ROOT/target/release/sluice"
+}
+
+# start_postgres DIR: initdb and start a PostgreSQL in DIR on a free port (PGPORT, PGPID),
+# with a role and database `bench` (password $PASSWORD).
+start_postgres() {
+    local pgbin
+    pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+    PGPORT="$(free_port)"
+    [ "$(id -u)" = 0 ] && chown postgres: "$1"
+    as_pg "$pgbin/initdb" -D "$1/pg" -U postgres --auth=trust -E UTF8 --no-sync --locale=C >/dev/null
+    as_pg "$pgbin/postgres" -D "$1/pg" -p "$PGPORT" -k "$1" -c listen_addresses=127.0.0.1 \
+        -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off \
+        >"$1/pg.log" 2>&1 &
+    PGPID=$!
+    wait_port "$PGPORT"
+    sleep 0.5
+    psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres \
+        -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" \
+        -c "CREATE DATABASE bench OWNER bench" >/dev/null
+}
