@@ -237,11 +237,11 @@ fn cache_rules(
             })
         ),
     };
-    crate::cache::RouteRules {
-        rules: r.cache.clone(),
+    crate::cache::RouteRules::new(
+        r.cache.clone(),
         namespace,
-        role: b.user.clone().unwrap_or_default(),
-    }
+        b.user.clone().unwrap_or_default(),
+    )
 }
 
 impl State {

@@ -64,11 +64,25 @@ pub struct RouteRules {
     pub namespace: String,
     /// The role sluice uses on the backend (part of every key).
     pub role: String,
+    /// The prefix (and Redis Cluster hash tag) of the namespace's keys.
+    tag: String,
+}
+
+impl RouteRules {
+    pub fn new(rules: RouteCache, namespace: String, role: String) -> RouteRules {
+        RouteRules {
+            rules,
+            tag: store::tag(&namespace),
+            namespace,
+            role,
+        }
+    }
 }
 
 /// A cacheable read, ready to look up.
 pub struct Plan {
-    namespace: String,
+    /// The namespace's key prefix.
+    tag: String,
     /// Generation names: the tables read, then the whole database.
     tables: Vec<String>,
     /// The full key without generations (compared on a hit).
@@ -211,7 +225,7 @@ impl Cache {
         let hash = Sha256::digest(key.as_bytes());
         let base = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok(Plan {
-            namespace: route.namespace.clone(),
+            tag: route.tag.clone(),
             tables,
             key,
             base,
@@ -221,11 +235,7 @@ impl Cache {
 
     /// Looks the plan up: one store round trip.
     pub async fn lookup(&self, plan: Plan) -> Lookup {
-        match self
-            .store
-            .get(&plan.namespace, &plan.tables, &plan.base)
-            .await
-        {
+        match self.store.get(&plan.tag, &plan.tables, &plan.base).await {
             Found::Hit(value) => match unpack(&value, &plan.key) {
                 Some(answer) => {
                     metrics::counter!(m::CACHE_HITS).increment(1);
@@ -318,7 +328,7 @@ impl Cache {
             let p = &fill.plan;
             cache
                 .store
-                .put(&p.namespace, &p.base, &fill.generations, value, p.ttl)
+                .put(&p.tag, &p.base, &fill.generations, value, p.ttl)
                 .await;
             metrics::counter!(m::CACHE_STORES).increment(1);
             drop(fill);
@@ -340,7 +350,7 @@ impl Cache {
             tables.to_vec()
         };
         metrics::counter!(m::CACHE_INVALIDATIONS).increment(names.len() as u64);
-        self.store.bump(&route.namespace, &names).await;
+        self.store.bump(&route.tag, &names).await;
     }
 
     pub async fn flush(&self) -> Result<(), String> {

@@ -58,37 +58,31 @@ impl Store {
         matches!(self, Store::Redis(_))
     }
 
-    /// Reads the generations of `tables` (in `namespace`) and the entry stored under them.
-    pub async fn get(&self, namespace: &str, tables: &[String], base: &str) -> Found {
+    /// Reads the generations of `tables` (of the namespace whose keys start with `tag`)
+    /// and the entry stored under them.
+    pub async fn get(&self, tag: &str, tables: &[String], base: &str) -> Found {
         match self {
-            Store::Memory(s) => s.get(namespace, tables, base).await,
-            Store::Redis(s) => s.get(namespace, tables, base).await,
+            Store::Memory(s) => s.get(tag, tables, base).await,
+            Store::Redis(s) => s.get(tag, tables, base).await,
         }
     }
 
-    pub async fn put(
-        &self,
-        namespace: &str,
-        base: &str,
-        generations: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) {
+    pub async fn put(&self, tag: &str, base: &str, generations: &str, value: Bytes, ttl: Duration) {
         match self {
-            Store::Memory(s) => s.put(namespace, base, generations, value, ttl).await,
-            Store::Redis(s) => s.put(namespace, base, generations, value, ttl).await,
+            Store::Memory(s) => s.put(tag, base, generations, value, ttl).await,
+            Store::Redis(s) => s.put(tag, base, generations, value, ttl).await,
         }
     }
 
     /// Bumps the generation of every table in `tables`. Returns false when it may not have
     /// happened (Redis trouble); the store then bumps the namespace's epoch once it can.
-    pub async fn bump(&self, namespace: &str, tables: &[String]) -> bool {
+    pub async fn bump(&self, tag: &str, tables: &[String]) -> bool {
         match self {
             Store::Memory(s) => {
-                s.bump(namespace, tables);
+                s.bump(tag, tables);
                 true
             }
-            Store::Redis(s) => s.bump(namespace, tables).await,
+            Store::Redis(s) => s.bump(tag, tables).await,
         }
     }
 
@@ -104,8 +98,8 @@ impl Store {
     }
 }
 
-/// The hash tag of a namespace's keys.
-fn tag(namespace: &str) -> String {
+/// The hash tag of a namespace's keys (computed once per route).
+pub fn tag(namespace: &str) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(namespace.as_bytes());
     let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -155,31 +149,22 @@ impl MemoryStore {
             .join(",")
     }
 
-    async fn get(&self, namespace: &str, tables: &[String], base: &str) -> Found {
-        let tag = tag(namespace);
-        let generations = self.generations(&tag, tables);
-        match self.entries.get(&entry_key(&tag, base, &generations)).await {
+    async fn get(&self, tag: &str, tables: &[String], base: &str) -> Found {
+        let generations = self.generations(tag, tables);
+        match self.entries.get(&entry_key(tag, base, &generations)).await {
             Some((value, expires)) if expires > Instant::now() => Found::Hit(value),
             _ => Found::Miss(generations),
         }
     }
 
-    async fn put(
-        &self,
-        namespace: &str,
-        base: &str,
-        generations: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) {
-        let key = entry_key(&tag(namespace), base, generations);
+    async fn put(&self, tag: &str, base: &str, generations: &str, value: Bytes, ttl: Duration) {
+        let key = entry_key(tag, base, generations);
         self.entries
             .insert(key, (value, Instant::now() + ttl))
             .await;
     }
 
-    fn bump(&self, namespace: &str, tables: &[String]) {
-        let tag = tag(namespace);
+    fn bump(&self, tag: &str, tables: &[String]) {
         let mut gens = self.generations.lock().unwrap_or_else(|e| e.into_inner());
         for t in tables {
             *gens.entry(format!("{tag}:g:{t}")).or_insert(0) += 1;
@@ -356,8 +341,8 @@ impl RedisStore {
     /// before is served. False while that cannot be done.
     async fn restore_epochs(&self) -> bool {
         let namespaces: Vec<String> = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for ns in &namespaces {
-            let key = format!("{}:epoch", tag(ns));
+        for tag in &namespaces {
+            let key = format!("{tag}:epoch");
             let done = tokio::time::timeout(self.timeout, async {
                 let mut conn = self.conn().await?;
                 conn.query::<i64>(redis::cmd("INCR").arg(&key)).await
@@ -374,8 +359,7 @@ impl RedisStore {
         true
     }
 
-    async fn get(&self, namespace: &str, tables: &[String], base: &str) -> Found {
-        let tag = tag(namespace);
+    async fn get(&self, tag: &str, tables: &[String], base: &str) -> Found {
         let mut keys: Vec<String> = tables.iter().map(|t| format!("{tag}:g:{t}")).collect();
         keys.push(format!("{tag}:epoch"));
         let mut pipe = redis::pipe();
@@ -404,15 +388,8 @@ impl RedisStore {
         }
     }
 
-    async fn put(
-        &self,
-        namespace: &str,
-        base: &str,
-        generations: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) {
-        let key = format!("{}:e:{base}", tag(namespace));
+    async fn put(&self, tag: &str, base: &str, generations: &str, value: Bytes, ttl: Duration) {
+        let key = format!("{tag}:e:{base}");
         let ms = ttl.as_millis().max(1) as u64;
         let mut stored = Vec::with_capacity(2 + generations.len() + value.len());
         stored.extend_from_slice(&(generations.len() as u16).to_be_bytes());
@@ -425,8 +402,7 @@ impl RedisStore {
         .await;
     }
 
-    async fn bump(&self, namespace: &str, tables: &[String]) -> bool {
-        let tag = tag(namespace);
+    async fn bump(&self, tag: &str, tables: &[String]) -> bool {
         let mut pipe = redis::pipe();
         for t in tables {
             pipe.cmd("INCR").arg(format!("{tag}:g:{t}")).ignore();
@@ -437,8 +413,8 @@ impl RedisStore {
             .is_some();
         if !done {
             let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
-            if !lost.iter().any(|n| n == namespace) {
-                lost.push(namespace.to_string());
+            if !lost.iter().any(|n| n == tag) {
+                lost.push(tag.to_string());
             }
             self.has_lost.store(true, Ordering::Release);
         }

@@ -16,16 +16,16 @@ fn stmts(sql: &str) -> Vec<Classified> {
 }
 
 fn route(invalidate: Invalidate) -> RouteRules {
-    RouteRules {
-        rules: RouteCache {
+    RouteRules::new(
+        RouteCache {
             enabled: true,
             never: vec!["public.secret*".into()],
             invalidate,
             ..RouteCache::default()
         },
-        namespace: "postgres://db:5432/shop".into(),
-        role: "app".into(),
-    }
+        "postgres://db:5432/shop".into(),
+        "app".into(),
+    )
 }
 
 fn parts(sql: &str) -> KeyParts<'_> {
