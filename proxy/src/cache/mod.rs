@@ -204,26 +204,9 @@ impl Cache {
         tables.sort();
         tables.dedup();
         tables.push(WHOLE_DATABASE.to_string());
-        let mut key = String::new();
-        for field in [
-            route.namespace.as_str(),
-            route.role.as_str(),
-            parts.route,
-            parts.scope,
-            parts.session,
-            parts.sql,
-        ] {
-            key.push_str(&field.len().to_string());
-            key.push(':');
-            key.push_str(field);
-        }
-        key.push_str(&parts.params.len().to_string());
-        key.push(':');
-        for b in parts.params {
-            key.push_str(&format!("{b:02x}"));
-        }
+        let key = full_key(route, parts);
         let hash = Sha256::digest(key.as_bytes());
-        let base = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let base = hex(&hash[..16]);
         Ok(Plan {
             tag: route.tag.clone(),
             tables,
@@ -356,6 +339,35 @@ impl Cache {
     pub async fn flush(&self) -> Result<(), String> {
         self.store.flush().await
     }
+}
+
+/// Every field of a key, each after its length (so no two field lists give one key).
+fn full_key(route: &RouteRules, parts: &KeyParts<'_>) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(128 + parts.sql.len() + 2 * parts.params.len());
+    for field in [
+        route.namespace.as_str(),
+        route.role.as_str(),
+        parts.route,
+        parts.scope,
+        parts.session,
+        parts.sql,
+    ] {
+        let _ = write!(key, "{}:{field}", field.len());
+    }
+    let _ = write!(key, "{}:", parts.params.len());
+    key.push_str(&hex(parts.params));
+    key
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The tables a permitted request writes (to invalidate once it succeeded). A write whose

@@ -102,8 +102,7 @@ impl Store {
 pub fn tag(namespace: &str) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(namespace.as_bytes());
-    let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{{sluice:{hex}}}")
+    format!("{{sluice:{}}}", super::hex(&h[..8]))
 }
 
 /// A Redis entry's answer when it was stored under `generations`.
