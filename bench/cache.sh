@@ -7,6 +7,7 @@
 #               HOT=1000 (point reads pick an account among the first HOT)
 #               MODE=simple (pgbench -M: simple | extended | prepared)
 #               WORKLOADS="expensive point"
+#               WORKERS=1 (sluice's [server] workers: 1 = one thread, 0 = one per core)
 #
 # Starts its own PostgreSQL and Redis (temp dirs, free ports) and two release builds of
 # sluice (transaction mode, server pool $POOL): one without a cache, one caching route
@@ -17,7 +18,9 @@
 #   point      SELECT abalance ... WHERE aid = random(1, $HOT)
 # Prints the median TPS per target, the ratios to direct, and p50/p99 latency from
 # pgbench's per-transaction logs, and a Redis GET round trip measured in the same run
-# (redis-benchmark, one client) to compare a cache hit's latency with.
+# (redis-benchmark, one client, once per round) to compare a cache hit's latency with.
+# sluice runs with `workers = $WORKERS`: on a 2-core machine that it shares with pgbench,
+# PostgreSQL and Redis, one thread costs the least per statement.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,6 +32,7 @@ SCALE="${SCALE:-10}"
 HOT="${HOT:-1000}"
 MODE="${MODE:-simple}"
 WORKLOADS="${WORKLOADS:-expensive point}"
+WORKERS="${WORKERS:-1}"
 PASSWORD="bench-pw"
 
 # shellcheck source=bench/lib.sh
@@ -65,6 +69,8 @@ PLAIN_PORT="$(free_port)"
 CACHE_PORT="$(free_port)"
 config() { # port
     cat <<EOF
+[server]
+workers = $WORKERS
 [listeners]
 postgres = "127.0.0.1:$1"
 [users.bench]
@@ -134,14 +140,13 @@ for round in $(seq 1 "$ROUNDS"); do
     done
     # one client: the latency of a cache hit alone
     for target in $order; do run_one "$target" point 1; done
+    # the Redis GET round trip in the same round (p50, ms: fifth CSV field)
+    redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null | tail -1 >>"$WORK/redis.csv"
+    echo "   redis GET: $(tail -1 "$WORK/redis.csv")"
 done
 
-echo "== Redis GET round trip (redis-benchmark, 1 client)"
-redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null | tail -1 >"$WORK/redis.csv"
-cat "$WORK/redis.csv"
-
 echo
-echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, $(nproc) cores)"
+echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, workers $WORKERS, $(nproc) cores)"
 python3 - "$RESULTS" "$WORK/redis.csv" "$CLIENTS" <<'EOF'
 import csv, statistics, sys
 from collections import defaultdict
@@ -169,13 +174,13 @@ for workload in (f"expensive-c{clients}", f"point-c{clients}", "point-c1"):
         print(f"{workload:14} {target:7} {shown} {ratio} {p50 or 0:8.0f} {p99 or 0:8.0f}")
         if workload == "point-c1" and target == "cache":
             hit_p50 = p50
-row = next(csv.reader(open(sys.argv[2])))
+rows = list(csv.reader(open(sys.argv[2])))
 # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 try:
-    redis_p50_us = float(row[4]) * 1000
+    redis_p50_us = statistics.median(float(row[4]) * 1000 for row in rows)
     if hit_p50:
         print(f"Redis GET p50 {redis_p50_us:.0f} us; cached point read p50 (1 client) "
               f"{hit_p50:.0f} us = {hit_p50 / redis_p50_us:.1f}x the Redis round trip")
 except (IndexError, ValueError):
-    print("Redis GET figures unavailable:", row)
+    print("Redis GET figures unavailable:", rows)
 EOF

@@ -31,3 +31,20 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }
+
+/// Reads the audit log until it holds `n` events.
+pub async fn audit_events(log: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if events.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    events
+}

@@ -11,6 +11,7 @@
 
 pub mod resultset;
 mod store;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,9 @@ const CATALOGS: &[&str] = &[
     "main.sqlite_master",
     "main.sqlite_schema",
 ];
+
+/// The version of the stored answers' format (first in every key).
+const ENTRY_FORMAT: &str = "v2/";
 
 /// The longest a read waits for another session's identical read to fill the cache.
 const WAIT_FOR_FILL: Duration = Duration::from_secs(60);
@@ -345,6 +349,8 @@ impl Cache {
 fn full_key(route: &RouteRules, parts: &KeyParts<'_>) -> String {
     use std::fmt::Write;
     let mut key = String::with_capacity(128 + parts.sql.len() + 2 * parts.params.len());
+    // the format of stored answers: a new one never reads entries of an older sluice
+    key.push_str(ENTRY_FORMAT);
     for field in [
         route.namespace.as_str(),
         route.role.as_str(),

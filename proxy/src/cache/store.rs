@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
 
+use super::watchdog::Watchdog;
 use crate::config::CacheStore;
 use crate::metrics as m;
 
@@ -205,8 +206,10 @@ impl Conn {
 /// The Redis store, with a timeout per call and a circuit breaker.
 pub struct RedisStore {
     target: Target,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    conn: tokio::sync::OnceCell<Conn>,
     timeout: Duration,
+    /// Enforces `timeout` on lookups, stores and bumps.
+    watchdog: Arc<Watchdog>,
     breaker: Breaker,
     /// Namespaces whose generation bumps may have been lost while Redis was unreachable:
     /// their epoch is bumped before the cache is used again.
@@ -215,6 +218,8 @@ pub struct RedisStore {
 }
 
 struct Breaker {
+    /// Whether `open_until` is set (read without its lock on every call).
+    open: AtomicBool,
     failures: AtomicU32,
     threshold: u32,
     open_for: Duration,
@@ -224,6 +229,9 @@ struct Breaker {
 impl Breaker {
     /// Whether a call may go to Redis now (closed, or open long enough to probe).
     fn allows(&self) -> bool {
+        if !self.open.load(Ordering::Acquire) {
+            return true;
+        }
         let mut open = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
         match *open {
             Some(until) if Instant::now() < until => false,
@@ -237,8 +245,14 @@ impl Breaker {
     }
 
     fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if !self.open.load(Ordering::Acquire) {
+            return;
+        }
         let mut open = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
+        self.open.store(false, Ordering::Release);
         if open.take().is_some() {
             tracing::info!("cache: Redis reachable again; circuit breaker closed");
             metrics::gauge!(m::CACHE_BREAKER_OPEN).set(0.0);
@@ -254,6 +268,7 @@ impl Breaker {
                 metrics::gauge!(m::CACHE_BREAKER_OPEN).set(1.0);
             }
             *open = Some(Instant::now() + self.open_for);
+            self.open.store(true, Ordering::Release);
         }
     }
 }
@@ -262,9 +277,11 @@ impl RedisStore {
     fn new(target: Target, config: &CacheStore) -> RedisStore {
         RedisStore {
             target,
-            conn: tokio::sync::Mutex::new(None),
+            conn: tokio::sync::OnceCell::new(),
             timeout: Duration::from_millis(config.timeout_ms),
+            watchdog: Arc::default(),
             breaker: Breaker {
+                open: AtomicBool::new(false),
                 failures: AtomicU32::new(0),
                 threshold: config.breaker_failures.max(1),
                 open_for: Duration::from_secs_f64(config.breaker_open_secs),
@@ -277,32 +294,34 @@ impl RedisStore {
 
     /// A connection (opened on first use; the connection manager reconnects by itself).
     async fn conn(&self) -> redis::RedisResult<Conn> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(match c {
-                Conn::Single(c) => Conn::Single(c.clone()),
-                Conn::Cluster(c) => Conn::Cluster(c.clone()),
-            });
-        }
-        let conn = match &self.target {
-            Target::Single(client) => {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                Conn::Single(
-                    redis::aio::ConnectionManager::new_with_config((**client).clone(), config)
-                        .await?,
-                )
-            }
-            Target::Cluster(client, _) => Conn::Cluster(client.get_async_connection().await?),
-        };
-        let copy = match &conn {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                Ok::<_, redis::RedisError>(match &self.target {
+                    Target::Single(client) => {
+                        let config = redis::aio::ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.timeout))
+                            // calls have their deadline from the watchdog
+                            .set_response_timeout(None)
+                            .set_number_of_retries(1);
+                        Conn::Single(
+                            redis::aio::ConnectionManager::new_with_config(
+                                (**client).clone(),
+                                config,
+                            )
+                            .await?,
+                        )
+                    }
+                    Target::Cluster(client, _) => {
+                        Conn::Cluster(client.get_async_connection().await?)
+                    }
+                })
+            })
+            .await?;
+        Ok(match conn {
             Conn::Single(c) => Conn::Single(c.clone()),
             Conn::Cluster(c) => Conn::Cluster(c.clone()),
-        };
-        *slot = Some(conn);
-        Ok(copy)
+        })
     }
 
     /// Runs one call under the timeout and the breaker; None when Redis cannot be used.
@@ -314,21 +333,23 @@ impl RedisStore {
         if !self.breaker.allows() {
             return None;
         }
-        let outcome = tokio::time::timeout(self.timeout, async {
-            let conn = self.conn().await?;
-            f(conn).await
-        })
-        .await;
+        let outcome = self
+            .watchdog
+            .run(self.timeout, async {
+                let conn = self.conn().await?;
+                f(conn).await
+            })
+            .await;
         let error = match outcome {
-            Ok(Ok(v)) => {
+            Some(Ok(v)) => {
                 self.breaker.success();
                 if self.has_lost.load(Ordering::Acquire) && !self.restore_epochs().await {
                     return None;
                 }
                 return Some(v);
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_string(),
+            Some(Err(e)) => e.to_string(),
+            None => "timed out".to_string(),
         };
         tracing::debug!(op, error = %error, "cache: Redis call failed");
         metrics::counter!(m::CACHE_ERRORS, "op" => op).increment(1);

@@ -184,6 +184,10 @@ pub struct Server {
     /// Seconds between checks of the config, policy and model files; a change reloads
     /// them as SIGHUP does. 0 (the default): no watching.
     pub watch_secs: f64,
+    /// Threads that run sessions. 0 (the default): one per CPU core. 1: one thread running
+    /// every session, with no cross-thread wakeups (the cheapest per statement on small
+    /// machines, where sluice shares the cores with the databases and clients).
+    pub workers: usize,
 }
 
 impl Default for Server {
@@ -193,6 +197,7 @@ impl Default for Server {
             shutdown_timeout_secs: 30.0,
             max_message_bytes: 64 * 1024 * 1024,
             watch_secs: 0.0,
+            workers: 0,
         }
     }
 }

@@ -214,6 +214,9 @@ fn check_server(config: &Config) -> Result<(), Problem> {
             "must be zero (off) or positive".into(),
         ));
     }
+    if s.workers > 1024 {
+        return Err(("server.workers".into(), "must be at most 1024".into()));
+    }
     if s.max_message_bytes < 1024 {
         return Err((
             "server.max_message_bytes".into(),
@@ -310,6 +313,16 @@ mod tests {
             let err = load(&(base() + extra)).unwrap_err().to_string();
             assert!(err.contains(key), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn workers_are_checked() {
+        let one = format!("[server]\nworkers = 1\n{}", base());
+        assert_eq!(load(&one).unwrap().server.workers, 1);
+        assert_eq!(load(&base()).unwrap().server.workers, 0);
+        let many = format!("[server]\nworkers = 5000\n{}", base());
+        let err = load(&many).unwrap_err().to_string();
+        assert!(err.contains("server.workers"), "{err}");
     }
 
     #[test]

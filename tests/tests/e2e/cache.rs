@@ -62,6 +62,30 @@ async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The `[audit]` table of a sluice writing every statement to `log`.
+fn audit_to(log: &std::path::Path) -> String {
+    format!(
+        "[audit]\nenabled = true\nsink = \"{}\"\nstatements = \"full\"\n",
+        log.display()
+    )
+}
+
+/// The `rows` of the audit events of `statement`, once there are `n` of them.
+async fn audited_rows(log: &std::path::Path, statement: &str, n: usize) -> Vec<u64> {
+    let rows = |events: Vec<serde_json::Value>| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["statement"] == statement)
+            .map(|e| e["rows"].as_u64().unwrap_or(u64::MAX))
+            .collect()
+    };
+    tests::wait_for("the audit events", Duration::from_secs(10), || async {
+        let found = rows(tests::audit_events(log, 0).await);
+        (found.len() >= n).then_some(found)
+    })
+    .await
+}
+
 /// Answers are stored in the background after they are sent: give that a moment.
 async fn stored() {
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -367,8 +391,9 @@ with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
 
 #[tokio::test]
 async fn the_embedded_sqlite_route_caches_in_process() {
+    let log = tempfile::tempdir().unwrap().keep().join("audit.jsonl");
     let s = SluiceConfig {
-        extra: "[routes.app.cache]\nenabled = true\n".into(),
+        extra: format!("[routes.app.cache]\nenabled = true\n{}", audit_to(&log)),
         ..SluiceConfig::default()
     }
     .start()
@@ -399,6 +424,8 @@ async fn the_embedded_sqlite_route_caches_in_process() {
     assert_eq!(value(&other, read).await, "apple");
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!(value(&other, read).await, "pending");
+    // answers from the cache are audited with their rows, as the backend's are
+    assert_eq!(audited_rows(&log, read, 4).await, [1, 1, 1, 1]);
 
     // the extended protocol (psycopg): results cached per parameter
     let script = r#"
@@ -443,11 +470,13 @@ async fn mysql_clients_are_answered_from_the_cache() {
     ))
     .unwrap();
     let (pg, db, _owner) = fixture().await;
+    let log = tempfile::tempdir().unwrap().keep().join("audit.jsonl");
     let s = SluiceConfig {
         extra: format!(
-            "{}{}[routes.shop.cache]\nenabled = true\n[routes.myshop.cache]\nenabled = true\n",
+            "{}{}[routes.shop.cache]\nenabled = true\n[routes.myshop.cache]\nenabled = true\n{}",
             pg_route("shop", pg.port, &db, "transaction", ""),
             tests::sluice::my_route("myshop", my.port, &mydb, "transaction", ""),
+            audit_to(&log),
         ),
         ..SluiceConfig::default()
     }
@@ -514,6 +543,9 @@ print("\n".join(out), flush=True)
         Some("b"),
         "the write invalidated it"
     );
+    // read, answered from the cache, read again: each audited with its one row
+    let read = "SELECT v FROM t WHERE id = 1";
+    assert_eq!(audited_rows(&log, read, 3).await, [1, 1, 1]);
 }
 
 #[tokio::test]

@@ -443,23 +443,6 @@ async fn a_reload_applies_to_the_next_statement_and_a_broken_one_keeps_the_old_s
     );
 }
 
-/// Reads the audit log until it holds `n` events.
-async fn audit_events(log: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
-    let mut events = Vec::new();
-    for _ in 0..100 {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        events = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect();
-        if events.len() >= n {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    events
-}
-
 fn assert_statement(e: &serde_json::Value, decision: &str, rows: u64, statement: &str) {
     assert_eq!(e["event"], "statement", "{e}");
     assert_eq!(e["decision"], decision, "{e}");
@@ -533,7 +516,7 @@ async fn every_decision_and_login_is_one_audit_event() {
         .conninfo("alice", "shop", "require")
         .replace(PASSWORD, "wrong");
     connect_tls(&bad, &s.prepared.pki).await.unwrap_err();
-    let events = audit_events(&log, 6).await;
+    let events = tests::audit_events(&log, 6).await;
     assert_eq!(events.len(), 6, "{events:#?}");
     assert_login(&events[0], "permit");
     assert_statement(&events[1], "permit", 1, "SELECT n FROM app.orders");
@@ -598,7 +581,7 @@ except pymysql.MySQLError as e:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let events = audit_events(&log, 16).await;
+    let events = tests::audit_events(&log, 16).await;
     assert_eq!(events.len(), 16, "{events:#?}");
     // the drivers' own session setup (SET NAMES, SET autocommit) is audited too
     let (setup, mysql): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =

@@ -67,10 +67,22 @@ fn conninfo(port: u16) -> String {
     )
 }
 
-async fn exits_cleanly_on(signal: &str) {
-    let (mut process, prepared, port, _) = spawn().await;
+/// Runs a query and signals the process; `workers`: the `[server] workers` setting.
+async fn exits_cleanly_on(signal: &str, workers: usize) {
+    let (mut process, prepared, port, _) = spawn_with(SluiceConfig {
+        server_options: format!("workers = {workers}\n"),
+        ..SluiceConfig::default()
+    })
+    .await;
     let client = login(port, &prepared).await;
-    client.simple_query("SELECT 1").await.unwrap();
+    let other = login(port, &prepared).await;
+    // several sessions, each answered, on however many threads
+    let (a, b) = tokio::join!(
+        client.simple_query("SELECT 1"),
+        other.simple_query("SELECT 2")
+    );
+    a.unwrap();
+    b.unwrap();
     process.signal(signal);
     let status = wait_exit(&mut process).await;
     assert!(status.success(), "exit status {status:?}");
@@ -87,12 +99,17 @@ async fn exits_cleanly_on(signal: &str) {
 
 #[tokio::test]
 async fn sigterm_exits_cleanly_while_a_client_is_connected() {
-    exits_cleanly_on("TERM").await;
+    exits_cleanly_on("TERM", 0).await;
 }
 
 #[tokio::test]
 async fn sigint_exits_cleanly_while_a_client_is_connected() {
-    exits_cleanly_on("INT").await;
+    exits_cleanly_on("INT", 2).await;
+}
+
+#[tokio::test]
+async fn a_single_worker_thread_serves_sessions_and_exits_cleanly() {
+    exits_cleanly_on("TERM", 1).await;
 }
 
 #[tokio::test]

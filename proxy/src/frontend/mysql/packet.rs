@@ -88,6 +88,8 @@ pub struct Packets<S> {
     /// length; None when not recording or past the limit.
     recording: Option<BytesMut>,
     recording_limit: usize,
+    /// `rows` when the recording started.
+    recording_rows: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
@@ -104,6 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
             rows: 0,
             recording: None,
             recording_limit: 0,
+            recording_rows: 0,
         }
     }
 
@@ -128,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
             rows: 0,
             recording: None,
             recording_limit: 0,
+            recording_rows: 0,
         })
     }
 
@@ -196,18 +200,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Packets<S> {
 
     /// Starts recording the payloads of the packets sent, up to `limit` bytes.
     pub fn record(&mut self, limit: usize) {
-        self.recording = Some(BytesMut::new());
+        // the rows the answer counts come first
+        let mut recording = BytesMut::new();
+        recording.put_u64(0);
+        self.recording = Some(recording);
         self.recording_limit = limit;
+        self.recording_rows = self.rows;
     }
 
     /// Stops recording: what was sent, unless it passed the limit.
     pub fn recorded(&mut self) -> Option<Bytes> {
-        self.recording.take().map(BytesMut::freeze)
+        let mut recording = self.recording.take()?;
+        let rows = self.rows - self.recording_rows;
+        recording[..8].copy_from_slice(&rows.to_be_bytes());
+        Some(recording.freeze())
     }
 
-    /// Sends the packets of a recording again (with this answer's sequence ids).
+    /// Sends the packets of a recording again (with this answer's sequence ids), and
+    /// counts its rows as sent.
     pub fn replay(&mut self, recording: &[u8]) {
-        let mut rest = recording;
+        let Some((rows, mut rest)) = recording.split_first_chunk::<8>() else {
+            return;
+        };
+        self.rows += u64::from_be_bytes(*rows);
         while rest.len() >= 4 {
             let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
             let Some(payload) = rest.get(4..4 + len) else {

@@ -225,3 +225,18 @@ fn parameter_statuses(login: &Login) -> Vec<(&'static str, String)> {
         ("application_name", app),
     ]
 }
+
+/// The rows an answer's CommandComplete messages report.
+pub(crate) fn rows_in(answer: &[u8]) -> u64 {
+    let mut rows = 0;
+    let mut rest = answer;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let end = (1 + len).min(rest.len());
+        if rest[0] == b'C' {
+            rows += crate::audit::command_tag_rows(&rest[5..end]);
+        }
+        rest = &rest[end..];
+    }
+    rows
+}

@@ -249,7 +249,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         };
         let fill = match self.cache_lookup(&query.query, &permit, None).await {
             crate::cache::Lookup::Hit(answer) => {
-                self.policy.finished(None);
+                self.policy
+                    .finished(Some(crate::frontend::postgres::rows_in(&answer)));
                 self.conn.send_raw(&answer);
                 pipeline::record("postgres", true, started);
                 self.conn.send(&ReadyForQuery::new(self.status()));

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{simple_message, Expect, Relay};
 use crate::access::Permit;
 use crate::cache::{Fill, KeyParts, Lookup, TxWrites};
+use crate::frontend::postgres::rows_in;
 use crate::metrics as m;
 
 /// A miss being filled from the server's answer.
@@ -408,19 +409,4 @@ fn split_extended(answer: &Bytes) -> Option<(Option<Bytes>, Bytes)> {
     let end = 4 + len as usize;
     answer.get(4..end)?;
     Some((Some(answer.slice(4..end)), answer.slice(end..)))
-}
-
-/// The rows an answer's CommandComplete messages report.
-fn rows_in(answer: &Bytes) -> u64 {
-    let mut rows = 0;
-    let mut rest = &answer[..];
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let end = (1 + len).min(rest.len());
-        if rest[0] == b'C' {
-            rows += crate::audit::command_tag_rows(&rest[5..end]);
-        }
-        rest = &rest[end..];
-    }
-    rows
 }
