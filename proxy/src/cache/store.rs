@@ -4,11 +4,10 @@
 //! Every table of a backend database has a generation, bumped by each write sluice
 //! forwards. An entry's key holds the generations of the tables its statement read, so a
 //! write through any instance makes every older entry unreachable at once. With Redis, one
-//! round trip (a pipeline of MGET and GET) reads the generations and the entry, which
-//! holds the generations it was computed under; only an entry with the current ones is
-//! served.
-//! Keys of one backend database share a Redis Cluster hash tag, so the pipeline's keys sit
-//! in one slot.
+//! command (an MGET) reads the generations and the entry, which holds the generations it
+//! was computed under; only an entry with the current ones is served.
+//! Keys of one backend database share a Redis Cluster hash tag, so the MGET's keys sit in
+//! one slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -380,27 +379,34 @@ impl RedisStore {
     }
 
     async fn get(&self, tag: &str, tables: &[String], base: &str) -> Found {
-        let mut keys: Vec<String> = tables.iter().map(|t| format!("{tag}:g:{t}")).collect();
-        keys.push(format!("{tag}:epoch"));
-        let mut pipe = redis::pipe();
-        pipe.cmd("MGET")
-            .arg(&keys)
-            .cmd("GET")
+        // one MGET: the generations, the epoch, then the entry (one slot: one hash tag)
+        let mut cmd = redis::cmd("MGET");
+        for t in tables {
+            cmd.arg(format!("{tag}:g:{t}"));
+        }
+        cmd.arg(format!("{tag}:epoch"))
             .arg(format!("{tag}:e:{base}"));
         let got = self
-            .call("get", |c| async move {
-                c.pipeline::<(Vec<Option<String>>, Option<Vec<u8>>)>(&pipe)
-                    .await
+            .call("get", |mut c| async move {
+                c.query::<Vec<Option<Vec<u8>>>>(&cmd).await
             })
             .await;
-        let Some((gens, value)) = got else {
+        let Some(mut values) = got else {
             return Found::Unavailable;
         };
-        let generations = gens
-            .iter()
-            .map(|g| g.as_deref().unwrap_or("0"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let value = values.pop().flatten();
+        let mut generations = String::with_capacity(8 * values.len());
+        for (i, g) in values.iter().enumerate() {
+            if i > 0 {
+                generations.push(',');
+            }
+            match g.as_deref().map(std::str::from_utf8) {
+                Some(Ok(g)) => generations.push_str(g),
+                None => generations.push('0'),
+                // not a generation sluice wrote: nothing can be trusted under it
+                Some(Err(_)) => return Found::Unavailable,
+            }
+        }
         // the entry holds the generations it was computed under: current ones only
         match value.and_then(|v| strip_generations(v, &generations)) {
             Some(answer) => Found::Hit(answer),
