@@ -3,7 +3,9 @@
 # and through sluice with a Redis cache.
 #
 # How to run:   bash bench/cache.sh
-# Knobs (env):  DURATION=10 (seconds per run)  ROUNDS=3  CLIENTS=8  POOL=16  SCALE=10
+# Knobs (env):  DURATION=10 (seconds per run)  ROUNDS=3  POOL=16  SCALE=10
+#               CLIENTS="8 32" (client counts: the expensive workload runs at the first,
+#               point reads at each)
 #               HOT=1000 (point reads pick an account among the first HOT)
 #               MODE=simple (pgbench -M: simple | extended | prepared)
 #               WORKLOADS="expensive point"
@@ -26,7 +28,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
-CLIENTS="${CLIENTS:-8}"
+CLIENTS="${CLIENTS:-8 32}"
+FIRST_CLIENTS="${CLIENTS%% *}"
 POOL="${POOL:-16}"
 SCALE="${SCALE:-10}"
 HOT="${HOT:-1000}"
@@ -113,7 +116,7 @@ declare -A PORT=([direct]="$PGPORT" [sluice]="$PLAIN_PORT" [cache]="$CACHE_PORT"
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 run_one() { # target workload [clients]
-    local out tps logdir="$WORK/log-$1-$2-$RANDOM" clients="${3:-$CLIENTS}"
+    local out tps logdir="$WORK/log-$1-$2-$RANDOM" clients="${3:-$FIRST_CLIENTS}"
     mkdir -p "$logdir"
     out="$(cd "$logdir" && PGPASSWORD="$PASSWORD" pgbench -n -M "$MODE" -f "$WORK/$2.sql" -c "$clients" \
         -j 2 -T "$DURATION" -l -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
@@ -136,7 +139,13 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
     order="${ORDERS[$(((round - 1) % 3))]}"
     for workload in $WORKLOADS; do
-        for target in $order; do run_one "$target" "$workload"; done
+        if [ "$workload" = point ]; then
+            for c in $CLIENTS; do
+                for target in $order; do run_one "$target" point "$c"; done
+            done
+        else
+            for target in $order; do run_one "$target" "$workload"; done
+        fi
     done
     # one client: the latency of a cache hit alone
     for target in $order; do run_one "$target" point 1; done
@@ -160,8 +169,8 @@ def med(vals, i):
     return statistics.median(float(v[i]) for v in vals)
 print(f"{'workload':14} {'target':7} {'tps':>10} {'x direct':>8} {'p50 us':>8} {'p99 us':>8}")
 hit_p50 = None
-clients = sys.argv[3]
-for workload in (f"expensive-c{clients}", f"point-c{clients}", "point-c1"):
+clients = sys.argv[3].split()
+for workload in [f"expensive-c{clients[0]}"] + [f"point-c{c}" for c in clients] + ["point-c1"]:
     direct = med(runs[(workload, "direct")], 0)
     for target in ("direct", "sluice", "cache"):
         vals = runs[(workload, target)]

@@ -47,10 +47,10 @@ impl ClassifyCache {
             return classify(sql, scope).map(Arc::from);
         }
         let shape = shape(sql).map(|s| key(b'S', &s, scope));
-        let exact = key(b'E', sql, scope);
         if let Some(hit) = shape.as_deref().and_then(|k| self.get(k)) {
             return Ok(hit);
         }
+        let exact = key(b'E', sql, scope);
         if let Some(hit) = self.get(&exact) {
             return Ok(hit);
         }
