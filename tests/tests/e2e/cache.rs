@@ -390,6 +390,70 @@ with psycopg.connect(os.environ["DSN"], autocommit=True) as c:
 }
 
 #[tokio::test]
+async fn asyncpg_reads_with_a_row_limit_are_answered_from_the_cache() {
+    let (pg, db, owner) = fixture().await;
+    owner
+        .batch_execute("INSERT INTO app.t VALUES (2, 'two'), (3, 'three')")
+        .await
+        .unwrap();
+    let s = sluice(&pg, &db, None, "").await;
+    // fetch() executes without a row limit and fills the cache (sluice describes the
+    // portal for the stored answer); fetchrow() and fetchval() execute with a limit of
+    // one row: a DataRow and PortalSuspended, from the cache
+    let script = r#"
+import asyncio, os, ssl, sys, asyncpg
+async def main():
+    tls = ssl.create_default_context(cafile=os.environ["CA"])
+    tls.check_hostname = False
+    c = await asyncpg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                              password=os.environ["PW"], database="shop", ssl=tls)
+    one = "SELECT v FROM app.t WHERE id = $1"
+    many = "SELECT id, v FROM app.t WHERE id >= $1 ORDER BY id"
+    async def reads():
+        return [await c.fetchval(one, 1), (await c.fetchrow(one, 2))["v"],
+                (await c.fetchrow(many, 2))["v"], len(await c.fetch(many, 1))]
+    print([(await c.fetch(one, 1))[0]["v"], (await c.fetch(one, 2))[0]["v"],
+           len(await c.fetch(many, 2)), len(await c.fetch(many, 1))], flush=True)
+    await asyncio.sleep(0.2)
+    print(await reads(), flush=True)
+    sys.stdin.readline()  # the test changes the rows behind sluice's back
+    print(await reads(), flush=True)
+    await c.execute("UPDATE app.t SET v = 'b' WHERE id = $1", 1)
+    print(await reads(), flush=True)
+asyncio.run(main())
+"#;
+    let env = vec![
+        ("PORT", s.pg.port().to_string()),
+        ("PW", tests::sluice::PASSWORD.to_string()),
+        ("CA", s.prepared.pki.ca_cert.display().to_string()),
+    ];
+    let mut py = tests::clients::Interactive::start(script, &env);
+    assert_eq!(py.line().await.as_deref(), Some("['a', 'two', 2, 3]"));
+    assert_eq!(py.line().await.as_deref(), Some("['a', 'two', 'two', 3]"));
+    owner
+        .batch_execute("UPDATE app.t SET v = v || '!'")
+        .await
+        .unwrap();
+    py.send("go").await;
+    assert_eq!(
+        py.line().await.as_deref(),
+        Some("['a', 'two', 'two', 3]"),
+        "answered from the cache, row limits included"
+    );
+    assert_eq!(
+        py.line().await.as_deref(),
+        Some("['b', 'two!', 'two!', 3]"),
+        "the write invalidated them"
+    );
+    let (_, metrics) = tests::clients::http_get(s.admin, "/metrics").await;
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_hits_total "))
+        .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+    assert!(hits >= 8.0, "{metrics}");
+}
+
+#[tokio::test]
 async fn the_embedded_sqlite_route_caches_in_process() {
     let log = tempfile::tempdir().unwrap().keep().join("audit.jsonl");
     let s = SluiceConfig {

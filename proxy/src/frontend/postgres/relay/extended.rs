@@ -206,8 +206,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         let Some((kind, name)) = kind_and_name(frame.body()) else {
             return self.fail_request(PgError::protocol("malformed Describe message"), false);
         };
-        if kind == b'P' && name.is_empty() && self.cached_describe().await {
-            return;
+        if kind == b'P' && name.is_empty() {
+            if self.cached_describe().await {
+                return;
+            }
+            self.capture_described();
         }
         if !self.ensure_server(false).await {
             return;
@@ -220,7 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             true
         };
         if sent {
-            self.expect.push_back(Expect::Describe);
+            self.expect.push_back(Expect::Describe { swallow: false });
         }
     }
 

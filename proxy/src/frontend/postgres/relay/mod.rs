@@ -50,7 +50,10 @@ enum Expect {
     Bind {
         swallow: bool,
     },
-    Describe,
+    /// RowDescription or NoData; `swallow`: sluice asked, to store with a cached answer.
+    Describe {
+        swallow: bool,
+    },
     Execute,
     Close {
         swallow: bool,
@@ -316,6 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             b'E' => {
                 self.executed = true;
                 if !self.cached_execute(&frame).await {
+                    self.describe_for_capture(&frame).await;
                     self.forward(frame, Expect::Execute, false).await
                 }
             }

@@ -94,7 +94,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 Some(Expect::Close { swallow }) => !swallow,
                 other => self.out_of_step(b'3', other),
             },
-            b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
+            b'T' | b'n' => match self.expect.front() {
+                Some(Expect::Describe { swallow }) => {
+                    let forward = !swallow;
+                    self.expect.pop_front();
+                    forward
+                }
+                _ => true,
+            },
             b'C' => {
                 self.cache_command(frame.body());
                 if self.policy.awaiting_outcome() {
