@@ -11,6 +11,7 @@
 mod cache;
 mod extended;
 mod gucs;
+mod portal;
 mod scan;
 mod server;
 mod statements;
@@ -107,7 +108,7 @@ struct Relay<'a, S> {
     /// Parse bodies (query and parameter types) by statement name, for cache keys.
     parse_bodies: HashMap<Vec<u8>, bytes::Bytes>,
     /// The unnamed portal, when the cache answers it.
-    cached_portal: Option<cache::CachedPortal>,
+    cached_portal: Option<portal::CachedPortal>,
 }
 
 /// Serves a logged-in client on a PostgreSQL route until it leaves.
