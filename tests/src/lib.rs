@@ -32,6 +32,14 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A name no other call in this process returns (databases of the shared servers: a
+/// free port number may come up twice).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}_{}_{n}", std::process::id())
+}
+
 /// Reads the audit log until it holds `n` events.
 pub async fn audit_events(log: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     let mut events = Vec::new();

@@ -276,7 +276,7 @@ impl Postgres {
 
     /// Creates a fresh database owned by [`PG_ROLE`] and returns its name.
     pub async fn create_database(&self, prefix: &str) -> String {
-        let name = format!("{prefix}_{}", crate::free_port());
+        let name = crate::unique_name(prefix);
         let admin = crate::clients::connect_plain(&self.conninfo("postgres"))
             .await
             .expect("connect as postgres");
@@ -386,7 +386,7 @@ impl Mariadb {
 
     /// Creates a fresh database and returns its name.
     pub fn create_database(&self, prefix: &str) -> String {
-        let name = format!("{prefix}_{}", crate::free_port());
+        let name = crate::unique_name(prefix);
         self.sql(&format!("CREATE DATABASE {name}"))
             .expect("create database");
         name
