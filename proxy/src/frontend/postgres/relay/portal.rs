@@ -11,7 +11,7 @@ pub(super) struct CachedPortal {
     pub(super) row_description: Option<Bytes>,
     /// The DataRows not sent yet, then the CommandComplete.
     pub(super) rows: Bytes,
-    /// Whether an Execute with a row limit sent part of the rows already.
+    /// Whether an Execute sent rows already: what follows is counted anew.
     pub(super) stepped: bool,
     /// The client's Bind, for when the portal must run on the server after all.
     pub(super) bind: Frame,
@@ -42,9 +42,13 @@ impl CachedPortal {
             let len = self.rows.get(at + 1..at + 5)?;
             let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
             at += 1 + len;
+            if at > self.rows.len() {
+                // not an answer sluice stored
+                return None;
+            }
             taken += 1;
         }
-        let rest = self.rows.slice(at.min(self.rows.len())..);
+        let rest = self.rows.slice(at..);
         let recountable = last_message(&rest).is_some_and(|m| {
             m.get(5..)
                 .is_some_and(|b| m[0] == b'C' && b.starts_with(b"SELECT "))
@@ -182,6 +186,9 @@ mod tests {
         let mut p = portal(2, "SELECT 2");
         p.row_description = None;
         assert!(p.step(1).is_none(), "a Describe could not be answered");
+        let mut p = portal(2, "SELECT 2");
+        p.rows = p.rows.slice(..8);
+        assert!(p.step(1).is_none(), "a truncated answer");
         let mut p = portal(2, "FETCH 2");
         assert!(p.step(1).is_none(), "not a SELECT tag");
         assert_eq!(shape(&p.step(0).unwrap().answer), ["D", "D", "FETCH 2"]);
