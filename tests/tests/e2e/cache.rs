@@ -397,9 +397,11 @@ async fn asyncpg_reads_with_a_row_limit_are_answered_from_the_cache() {
         .await
         .unwrap();
     let s = sluice(&pg, &db, None, "").await;
-    // fetch() executes without a row limit and fills the cache (sluice describes the
-    // portal for the stored answer); fetchrow() and fetchval() execute with a limit of
-    // one row: a DataRow and PortalSuspended, from the cache
+    // fetch() executes without a row limit; fetchrow() and fetchval() with a limit of one
+    // row, answered from the cache as a DataRow and PortalSuspended. A miss with a row
+    // limit is stored too: sluice fetches the rest of the portal itself (`solo` and
+    // `desc` are only ever read with fetchrow first). An error past the rows the client
+    // asked for (`div`) is the cache's alone.
     let script = r#"
 import asyncio, os, ssl, sys, asyncpg
 async def main():
@@ -409,11 +411,18 @@ async def main():
                               password=os.environ["PW"], database="shop", ssl=tls)
     one = "SELECT v FROM app.t WHERE id = $1"
     many = "SELECT id, v FROM app.t WHERE id >= $1 ORDER BY id"
+    solo = "SELECT v FROM app.t WHERE id = $1 AND v IS NOT NULL"
+    desc = "SELECT v FROM app.t WHERE id >= $1 ORDER BY id DESC"
+    div = "SELECT 10 / (id - 2) AS q FROM app.t WHERE id >= $1"
     async def reads():
         return [await c.fetchval(one, 1), (await c.fetchrow(one, 2))["v"],
-                (await c.fetchrow(many, 2))["v"], len(await c.fetch(many, 1))]
+                (await c.fetchrow(many, 2))["v"], len(await c.fetch(many, 1)),
+                (await c.fetchrow(solo, 3))["v"], [r["v"] for r in await c.fetch(desc, 1)],
+                await c.fetchval(div, 1)]
     print([(await c.fetch(one, 1))[0]["v"], (await c.fetch(one, 2))[0]["v"],
-           len(await c.fetch(many, 2)), len(await c.fetch(many, 1))], flush=True)
+           len(await c.fetch(many, 2)), len(await c.fetch(many, 1)),
+           (await c.fetchrow(solo, 3))["v"], (await c.fetchrow(desc, 1))["v"],
+           await c.fetchval(div, 1)], flush=True)
     await asyncio.sleep(0.2)
     print(await reads(), flush=True)
     sys.stdin.readline()  # the test changes the rows behind sluice's back
@@ -428,8 +437,12 @@ asyncio.run(main())
         ("CA", s.prepared.pki.ca_cert.display().to_string()),
     ];
     let mut py = tests::clients::Interactive::start(script, &env);
-    assert_eq!(py.line().await.as_deref(), Some("['a', 'two', 2, 3]"));
-    assert_eq!(py.line().await.as_deref(), Some("['a', 'two', 'two', 3]"));
+    assert_eq!(
+        py.line().await.as_deref(),
+        Some("['a', 'two', 2, 3, 'three', 'three', -10]")
+    );
+    let before = "['a', 'two', 'two', 3, 'three', ['three', 'two', 'a'], -10]";
+    assert_eq!(py.line().await.as_deref(), Some(before));
     owner
         .batch_execute("UPDATE app.t SET v = v || '!'")
         .await
@@ -437,12 +450,12 @@ asyncio.run(main())
     py.send("go").await;
     assert_eq!(
         py.line().await.as_deref(),
-        Some("['a', 'two', 'two', 3]"),
+        Some(before),
         "answered from the cache, row limits included"
     );
     assert_eq!(
         py.line().await.as_deref(),
-        Some("['b', 'two!', 'two!', 3]"),
+        Some("['b', 'two!', 'two!', 3, 'three!', ['three!', 'two!', 'b'], -10]"),
         "the write invalidated them"
     );
     let (_, metrics) = tests::clients::http_get(s.admin, "/metrics").await;

@@ -7,14 +7,16 @@
 //! portal: Describe gets its RowDescription and Execute its rows, in steps when it has a
 //! row limit (PortalSuspended, then the rest counted in CommandComplete, as the server
 //! answers). A miss's portal is described by sluice when the client did not, so stored
-//! answers hold their RowDescription. Whatever the answer cannot serve sends the Bind to
-//! the server after all, before any row was sent, and the portal runs there.
+//! answers hold their RowDescription, and when the client executed it with a row limit,
+//! sluice fetches the rest before the Sync, so the whole answer is stored. Whatever a
+//! stored answer cannot serve sends the Bind to the server after all, before any row was
+//! sent, and the portal runs there.
 
 use backends::postgres::wire::{cstr, Frame};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::portal::CachedPortal;
+use super::portal::{complete_tag, CachedPortal};
 use super::{simple_message, Expect, Relay};
 use crate::access::Permit;
 use crate::cache::{Fill, KeyParts, Lookup, TxWrites};
@@ -37,7 +39,18 @@ struct Extended {
     complete: bool,
     /// Whether a Describe of the portal was sent (by the client or by sluice).
     described: bool,
+    /// Whether the client executed the portal with a row limit: sluice then fetches the
+    /// rest itself before the Sync (up to [`LOOKAHEAD_ROWS`]), unseen by the client.
+    limited: bool,
+    /// Whether the portal was suspended (its answer's CommandComplete is recounted).
+    suspended: bool,
+    /// DataRows captured.
+    rows: usize,
 }
+
+/// The most rows sluice fetches, after a client's Execute with a row limit, to store the
+/// whole answer; a portal with more is not stored.
+const LOOKAHEAD_ROWS: i32 = 1000;
 
 /// Tables written, waiting for the end of their request or transaction.
 #[derive(Default)]
@@ -268,25 +281,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         }
     }
 
-    /// Before the Execute of a miss being captured whose portal the client did not
-    /// describe: sluice describes it, unseen by the client, so the stored answer holds a
-    /// RowDescription (a later client's Describe, or an Execute with a row limit, can
-    /// then be answered from the cache).
-    pub(super) async fn describe_for_capture(&mut self, execute: &Frame) {
-        let wanted = execute.body().first() == Some(&0)
-            && self.capture.as_ref().is_some_and(|c| {
-                c.ok && c
-                    .extended
-                    .as_ref()
-                    .is_some_and(|e| !e.described && !e.complete)
-            });
-        if !wanted || !self.ensure_server(false).await {
+    /// Before the Execute of a miss being captured: when the client did not describe the
+    /// portal, sluice describes it, unseen by the client, so the stored answer holds a
+    /// RowDescription (a later client's Describe, or an Execute with a row limit, can then
+    /// be answered from the cache); and an Execute with a row limit is noted, for
+    /// [`Relay::lookahead`].
+    pub(super) async fn before_captured_execute(&mut self, execute: &Frame) {
+        let Some(e) = self
+            .capture
+            .as_mut()
+            .filter(|c| c.ok)
+            .and_then(|c| c.extended.as_mut())
+            .filter(|e| !e.complete && execute.body().first() == Some(&0))
+        else {
+            return;
+        };
+        let max_rows = execute
+            .body()
+            .get(1..5)
+            .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        e.limited |= max_rows > 0;
+        if e.described || !self.ensure_server(false).await {
             return;
         }
         self.capture_described();
         self.in_pipeline = true;
         self.server_mut().send_raw(&simple_message(b'D', b"P\0"));
         self.expect.push_back(Expect::Describe { swallow: true });
+    }
+
+    /// At the Sync of a miss whose portal the client executed with a row limit: one more
+    /// Execute, whose answer only the cache sees, fetches the rest of the portal (the
+    /// portal ends with the Sync anyway), so the whole answer can be stored.
+    pub(super) fn lookahead(&mut self) {
+        let wanted = self.capture.as_ref().is_some_and(|c| {
+            c.ok && c
+                .extended
+                .as_ref()
+                .is_some_and(|e| e.limited && !e.complete)
+        });
+        let Some(server) = self.server.as_deref_mut().filter(|_| wanted) else {
+            return;
+        };
+        let mut body = vec![0];
+        body.extend_from_slice(&LOOKAHEAD_ROWS.to_be_bytes());
+        server.send_raw(&simple_message(b'E', &body));
+        self.expect.push_back(Expect::Execute { swallow: true });
     }
 
     /// Close of the unnamed portal answered from the cache (true: answered).
@@ -338,11 +378,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
                 e.row_description = Some(Bytes::copy_from_slice(raw));
             }
             (b'n', Some(e)) if !e.complete && c.answer.is_empty() => {}
-            (b'D', Some(e)) if !e.complete => c.answer.extend_from_slice(raw),
-            (b'C', Some(e)) if !e.complete => {
+            (b'D', Some(e)) if !e.complete => {
+                c.answer.extend_from_slice(raw);
+                e.rows += 1;
+            }
+            // the client's Execute reached its row limit; sluice's own fetches the rest
+            (b's', Some(e)) if !e.complete && e.limited => e.suspended = true,
+            (b'C', Some(e)) if !e.complete && !e.suspended => {
                 c.answer.extend_from_slice(raw);
                 e.complete = true;
             }
+            // the whole answer came in steps: its CommandComplete counts every row
+            (b'C', Some(e))
+                if !e.complete && raw.get(5..).is_some_and(|t| t.starts_with(b"SELECT ")) =>
+            {
+                c.answer.extend_from_slice(&complete_tag(e.rows));
+                e.complete = true;
+            }
+            // sluice's own Execute of a portal the client's had already finished
+            (b'C', Some(e)) if e.complete && e.limited => {}
             _ => c.ok = false,
         }
     }

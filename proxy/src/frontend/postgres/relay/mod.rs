@@ -55,7 +55,10 @@ enum Expect {
     Describe {
         swallow: bool,
     },
-    Execute,
+    /// The answer to an Execute; `swallow`: sluice's own, seen by the cache only.
+    Execute {
+        swallow: bool,
+    },
     Close {
         swallow: bool,
     },
@@ -320,8 +323,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             b'E' => {
                 self.executed = true;
                 if !self.cached_execute(&frame).await {
-                    self.describe_for_capture(&frame).await;
-                    self.forward(frame, Expect::Execute, false).await
+                    self.before_captured_execute(&frame).await;
+                    self.forward(frame, Expect::Execute { swallow: false }, false)
+                        .await
                 }
             }
             b'C' => self.close(frame).await,
@@ -439,6 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         self.start_request();
         // the unnamed portal ends with the implicit transaction
         self.cached_portal = None;
+        self.lookahead();
         match self.server.as_deref_mut() {
             Some(server) => {
                 server.send_raw(frame.raw());

@@ -105,7 +105,7 @@ fn last_message(mut messages: &[u8]) -> Option<&[u8]> {
 }
 
 /// A CommandComplete `SELECT n`.
-fn complete_tag(n: usize) -> Bytes {
+pub(super) fn complete_tag(n: usize) -> Bytes {
     simple_message(b'C', format!("SELECT {n}\0").as_bytes())
 }
 
