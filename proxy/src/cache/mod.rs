@@ -9,6 +9,7 @@
 //! search_path, the exact statement text and parameters, and the generations of the
 //! tables read; the full key is stored with the answer and compared on every hit.
 
+mod direct;
 pub mod resultset;
 mod store;
 mod watchdog;

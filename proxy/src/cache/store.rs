@@ -10,16 +10,41 @@
 //! one slot.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
 
+use super::direct::Direct;
 use super::watchdog::Watchdog;
 use crate::config::CacheStore;
 use crate::metrics as m;
+
+/// Plain connections a lookup may use directly (beyond them, lookups share one
+/// multiplexed connection).
+const DIRECT_CONNECTIONS: usize = 1;
+
+/// A lookup counted in flight while it lives.
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    /// No other lookup was in flight when it started.
+    alone: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(count: &'a AtomicUsize) -> InFlight<'a> {
+        let alone = count.fetch_add(1, Ordering::AcqRel) == 0;
+        InFlight { count, alone }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A lookup's outcome.
 pub enum Found {
@@ -205,6 +230,10 @@ impl Conn {
 /// The Redis store, with a timeout per call and a circuit breaker.
 pub struct RedisStore {
     target: Target,
+    /// Plain connections for lookups (a single node reached over TCP without TLS).
+    direct: Option<Direct>,
+    /// Lookups in flight.
+    lookups: AtomicUsize,
     conn: tokio::sync::OnceCell<Conn>,
     timeout: Duration,
     /// Enforces `timeout` on lookups, stores and bumps.
@@ -274,7 +303,13 @@ impl Breaker {
 
 impl RedisStore {
     fn new(target: Target, config: &CacheStore) -> RedisStore {
+        let direct = match &target {
+            Target::Single(client) => Direct::new(client.get_connection_info(), DIRECT_CONNECTIONS),
+            Target::Cluster(..) => None,
+        };
         RedisStore {
+            direct,
+            lookups: AtomicUsize::new(0),
             target,
             conn: tokio::sync::OnceCell::new(),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -323,22 +358,30 @@ impl RedisStore {
         })
     }
 
-    /// Runs one call under the timeout and the breaker; None when Redis cannot be used.
+    /// Runs one call on the shared connection under the timeout and the breaker; None
+    /// when Redis cannot be used.
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Option<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.guarded(op, async {
+            let conn = self.conn().await?;
+            f(conn).await
+        })
+        .await
+    }
+
+    /// Runs `exchange` under the timeout and the breaker; None when Redis cannot be used.
+    async fn guarded<T>(
+        &self,
+        op: &'static str,
+        exchange: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
         if !self.breaker.allows() {
             return None;
         }
-        let outcome = self
-            .watchdog
-            .run(self.timeout, async {
-                let conn = self.conn().await?;
-                f(conn).await
-            })
-            .await;
+        let outcome = self.watchdog.run(self.timeout, exchange).await;
         let error = match outcome {
             Some(Ok(v)) => {
                 self.breaker.success();
@@ -387,8 +430,17 @@ impl RedisStore {
         cmd.arg(format!("{tag}:epoch"))
             .arg(format!("{tag}:e:{base}"));
         let got = self
-            .call("get", |mut c| async move {
-                c.query::<Vec<Option<Vec<u8>>>>(&cmd).await
+            .guarded("get", async {
+                // alone in flight: a plain connection; else the shared one, where
+                // concurrent lookups leave in one write
+                let _lookup = InFlight::start(&self.lookups);
+                if let Some(direct) = self.direct.as_ref().filter(|_| _lookup.alone) {
+                    if let Some(reply) = direct.mget(&cmd.get_packed_command()).await {
+                        return reply;
+                    }
+                }
+                let mut conn = self.conn().await?;
+                conn.query::<Vec<Option<Vec<u8>>>>(&cmd).await
             })
             .await;
         let Some(mut values) = got else {
