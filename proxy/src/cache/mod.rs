@@ -132,6 +132,12 @@ pub enum Lookup {
     Unavailable,
 }
 
+/// A read that does not use the cache, counted by reason.
+pub fn bypass(reason: &'static str) -> Lookup {
+    metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
+    Lookup::Unavailable
+}
+
 /// Everything a key depends on besides the statement's classification.
 pub struct KeyParts<'a> {
     pub route: &'a str,
@@ -221,6 +227,20 @@ impl Cache {
         })
     }
 
+    /// Plans a read and looks it up: `Unavailable`, counted as a bypass by reason, when
+    /// the statement may not be answered from the cache.
+    pub async fn read(
+        &self,
+        route: &RouteRules,
+        parts: &KeyParts<'_>,
+        statements: &[Classified],
+    ) -> Lookup {
+        match self.plan(route, parts, statements) {
+            Ok(plan) => self.lookup(plan).await,
+            Err(reason) => bypass(reason),
+        }
+    }
+
     /// Looks the plan up: one store round trip.
     pub async fn lookup(&self, plan: Plan) -> Lookup {
         match self.store.get(&plan.tag, &plan.tables, &plan.base).await {
@@ -236,10 +256,7 @@ impl Cache {
                 }
             },
             Found::Miss(generations) => self.miss(plan, generations).await,
-            Found::Unavailable => {
-                metrics::counter!(m::CACHE_BYPASSES, "reason" => "store_unavailable").increment(1);
-                Lookup::Unavailable
-            }
+            Found::Unavailable => bypass("store_unavailable"),
         }
     }
 

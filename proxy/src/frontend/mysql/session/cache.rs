@@ -7,8 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Session, STATUS_IN_TRANS};
 use crate::access::Permit;
-use crate::cache::{Fill, KeyParts, Lookup};
-use crate::metrics as m;
+use crate::cache::{bypass, Fill, KeyParts, Lookup};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Looks a query up (`params`: a prepared statement's bound values, answered in the
@@ -20,20 +19,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         permit: &Permit,
         params: Option<&mysql_async::Params>,
     ) -> (bool, Option<Fill>) {
+        let lookup = self.cache_read(sql, permit, params).await;
+        match lookup {
+            Lookup::Hit(answer) => {
+                self.p.replay(&answer);
+                (true, None)
+            }
+            Lookup::Miss(fill) => {
+                let limit = self.state.cache.as_ref().map_or(0, |c| c.max_entry_bytes());
+                self.p.record(limit);
+                (false, Some(fill))
+            }
+            Lookup::Unavailable => (false, None),
+        }
+    }
+
+    /// The cache's lookup of a query: `Unavailable` when the route does not cache or
+    /// the session may not use the cache now.
+    async fn cache_read(
+        &self,
+        sql: &str,
+        permit: &Permit,
+        params: Option<&mysql_async::Params>,
+    ) -> Lookup {
         let (Some(cache), Some(route), Some(policy)) = (
-            self.state.cache.clone(),
-            self.route.as_ref().and_then(|r| r.cache.clone()),
+            self.state.cache.as_ref(),
+            self.route.as_ref().and_then(|r| r.cache.as_ref()),
             self.policy.as_ref(),
         ) else {
-            return (false, None);
+            return Lookup::Unavailable;
         };
         if !route.rules.enabled {
-            return (false, None);
+            return Lookup::Unavailable;
         }
-        let bypass = |reason: &'static str| {
-            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
-            (false, None)
-        };
         if self.status & STATUS_IN_TRANS != 0 {
             return bypass("transaction");
         }
@@ -59,21 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             sql,
             params: bound.as_deref().unwrap_or_default().as_bytes(),
         };
-        let plan = match cache.plan(&route, &parts, &permit.statements) {
-            Ok(p) => p,
-            Err(reason) => return bypass(reason),
-        };
-        match cache.lookup(plan).await {
-            Lookup::Hit(answer) => {
-                self.p.replay(&answer);
-                (true, None)
-            }
-            Lookup::Miss(fill) => {
-                self.p.record(cache.max_entry_bytes());
-                (false, Some(fill))
-            }
-            Lookup::Unavailable => (false, None),
-        }
+        cache.read(route, &parts, &permit.statements).await
     }
 
     /// Stores the recorded answer of a miss that succeeded outside a transaction.

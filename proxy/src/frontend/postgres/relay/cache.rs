@@ -19,9 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::portal::{complete_tag, CachedPortal};
 use super::{simple_message, Expect, Relay};
 use crate::access::Permit;
-use crate::cache::{Fill, KeyParts, Lookup, TxWrites};
+use crate::cache::{bypass, Cache, Fill, KeyParts, Lookup, RouteRules, TxWrites};
+use crate::classify::Classified;
 use crate::frontend::postgres::rows_in;
-use crate::metrics as m;
 
 /// A miss being filled from the server's answer.
 pub(super) struct Capture {
@@ -78,39 +78,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     /// Answers a simple-query read from the cache when it can (true: answered). On a
     /// miss, the server's answer is captured for the cache.
     pub(super) async fn cached_query(&mut self, sql: &str, permit: &Permit) -> bool {
-        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.route.cache.as_ref())
-        else {
+        let Some(cache) = self.state.cache.as_deref() else {
             return false;
         };
-        if !route.rules.enabled {
+        let Some(route) = self.route.cache.as_ref().filter(|r| r.rules.enabled) else {
             return false;
-        }
-        let bypass = |reason: &'static str| {
-            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
-            false
         };
-        if self.server.as_ref().is_some_and(|s| s.status != b'I') {
-            return bypass("transaction");
-        }
-        if !self.expect.is_empty() || self.in_pipeline {
-            return bypass("pipeline");
-        }
-        let Some(settings) = self.policy.cache_settings() else {
-            return bypass("session_settings");
+        let lookup = if !self.expect.is_empty() || self.in_pipeline {
+            bypass("pipeline")
+        } else {
+            self.cache_read(cache, route, sql, &[], &permit.statements)
+                .await
         };
-        let access = self.state.access();
-        let parts = KeyParts {
-            route: &self.route.name,
-            scope: self.policy.cache_scope(&access),
-            session: settings,
-            sql,
-            params: &[],
-        };
-        let plan = match cache.plan(route, &parts, &permit.statements) {
-            Ok(p) => p,
-            Err(reason) => return bypass(reason),
-        };
-        match cache.lookup(plan).await {
+        match lookup {
             Lookup::Hit(answer) => {
                 self.start_request();
                 self.executed = true;
@@ -145,58 +125,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             // a second Bind before the Sync: the answers cannot be told apart
             c.ok = false;
         }
-        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.route.cache.as_ref())
+        let Some(cache) = self.state.cache.as_deref() else {
+            return false;
+        };
+        let Some(route) = self
+            .route
+            .cache
+            .as_ref()
+            .filter(|r| r.rules.enabled && portal_is_unnamed)
         else {
             return false;
         };
-        if !route.rules.enabled || !portal_is_unnamed {
-            return false;
-        }
-        let bypass = |reason: &'static str| {
-            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
-            false
-        };
-        if self.server.as_ref().is_some_and(|s| s.status != b'I') {
-            return bypass("transaction");
-        }
         // only Parse answers may be pending: anything else would mix into the capture
-        if self.skipping
+        let pending_other = self.skipping
             || self.server_failed
             || !self
                 .expect
                 .iter()
-                .all(|e| matches!(e, Expect::Parse { .. }))
-        {
-            return bypass("pipeline");
-        }
-        let (Some(permit), Some(parse)) = (
-            self.permits.get(statement).cloned(),
-            self.parse_bodies.get(statement).cloned(),
-        ) else {
-            return bypass("unknown_statement");
+                .all(|e| matches!(e, Expect::Parse { .. }));
+        let lookup = match (
+            self.permits.get(statement),
+            self.parse_bodies.get(statement).and_then(|p| cstr(p)),
+        ) {
+            _ if pending_other => bypass("pipeline"),
+            (Some(permit), Some((text, types))) => {
+                let params = bound_params(types, &frame.body()[at + statement.len() + 1..]);
+                let text = String::from_utf8_lossy(text);
+                self.cache_read(cache, route, &text, &params, &permit.statements)
+                    .await
+            }
+            _ => bypass("unknown_statement"),
         };
+        self.bind_looked_up(lookup, frame, at)
+    }
+
+    /// The cache's lookup of a read in this session: `Unavailable` (counted as a bypass)
+    /// when the session may not use the cache now.
+    async fn cache_read(
+        &self,
+        cache: &Cache,
+        route: &RouteRules,
+        sql: &str,
+        params: &[u8],
+        statements: &[Classified],
+    ) -> Lookup {
+        if self.server.as_ref().is_some_and(|s| s.status != b'I') {
+            return bypass("transaction");
+        }
         let Some(settings) = self.policy.cache_settings() else {
             return bypass("session_settings");
         };
-        let Some((text, types)) = cstr(&parse) else {
-            return bypass("unknown_statement");
-        };
-        let params = bound_params(types, &frame.body()[at + statement.len() + 1..]);
-        let text = String::from_utf8_lossy(text);
         let access = self.state.access();
         let parts = KeyParts {
             route: &self.route.name,
             scope: self.policy.cache_scope(&access),
             session: settings,
-            sql: &text,
-            params: &params,
+            sql,
+            params,
         };
-        let plan = match cache.plan(route, &parts, &permit.statements) {
-            Ok(p) => p,
-            Err(reason) => return bypass(reason),
-        };
-        let lookup = cache.lookup(plan).await;
-        self.bind_looked_up(lookup, frame, at)
+        cache.read(route, &parts, statements).await
     }
 
     /// A Bind's lookup: a hit answers BindComplete and keeps the portal's answer (true);

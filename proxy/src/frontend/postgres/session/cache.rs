@@ -8,8 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use crate::access::Permit;
-use crate::cache::{Fill, KeyParts, Lookup};
-use crate::metrics as m;
+use crate::cache::{bypass, Fill, KeyParts, Lookup};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Looks a read up: a simple query's messages (`params` None), or a bound
@@ -22,17 +21,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         permit: &Permit,
         params: Option<&[Value]>,
     ) -> Lookup {
-        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.cache_route.as_ref())
+        let (Some(cache), Some(route)) = (self.state.cache.as_deref(), self.cache_route.as_ref())
         else {
             return Lookup::Unavailable;
         };
         if !route.rules.enabled {
             return Lookup::Unavailable;
         }
-        let bypass = |reason: &'static str| {
-            metrics::counter!(m::CACHE_BYPASSES, "reason" => reason).increment(1);
-            Lookup::Unavailable
-        };
         if self.backend.in_transaction() {
             return bypass("transaction");
         }
@@ -53,11 +48,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             sql,
             params: bound.as_deref().unwrap_or_default().as_bytes(),
         };
-        let plan = match cache.plan(route, &parts, &permit.statements) {
-            Ok(p) => p,
-            Err(reason) => return bypass(reason),
-        };
-        cache.lookup(plan).await
+        cache.read(route, &parts, &permit.statements).await
     }
 
     /// Stores the messages sent since `mark` for a miss.
@@ -70,7 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     /// Invalidates what a request wrote (at the end of its transaction).
     pub(super) async fn settle_writes(&mut self, sql: &str, permit: &Permit) {
-        let (Some(cache), Some(route)) = (self.state.cache.clone(), self.cache_route.as_ref())
+        let (Some(cache), Some(route)) = (self.state.cache.as_deref(), self.cache_route.as_ref())
         else {
             return;
         };
