@@ -237,3 +237,12 @@ pub async fn mariadb(args: &[&str], input: &str) -> Output {
     drop(stdin);
     child.wait_with_output().await.expect("mariadb output")
 }
+
+/// The sum of the Prometheus lines of `body` that start with `prefix` (name and labels),
+/// or 0.
+pub fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

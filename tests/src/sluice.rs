@@ -131,11 +131,29 @@ impl TestSluice {
         )
     }
 
+    /// A PostgreSQL conninfo that verifies the server against the test CA.
+    pub fn verified_conninfo(&self, user: &str, dbname: &str) -> String {
+        format!(
+            "{} sslrootcert={}",
+            self.conninfo(user, dbname, "verify-ca"),
+            self.prepared.pki.ca_cert.display()
+        )
+    }
+
     /// The environment Python client snippets read: the MySQL listener's `PORT`, the
     /// test password `PW`, and the test CA certificate `CA`.
     pub fn mysql_env(&self) -> Vec<(&'static str, String)> {
+        self.client_env(self.mysql.port())
+    }
+
+    /// As [`TestSluice::mysql_env`], with the PostgreSQL listener's `PORT`.
+    pub fn pg_env(&self) -> Vec<(&'static str, String)> {
+        self.client_env(self.pg.port())
+    }
+
+    fn client_env(&self, port: u16) -> Vec<(&'static str, String)> {
         vec![
-            ("PORT", self.mysql.port().to_string()),
+            ("PORT", port.to_string()),
             ("PW", PASSWORD.to_string()),
             ("CA", self.prepared.pki.ca_cert.display().to_string()),
         ]

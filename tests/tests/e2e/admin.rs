@@ -1,15 +1,7 @@
 //! The admin listener: health and Prometheus metrics.
 
-use tests::clients::{connect_tls, http_get as get};
+use tests::clients::{connect_tls, http_get as get, metric};
 use tests::sluice::SluiceConfig;
-
-/// The value of a metric line that starts with `prefix` (name and labels), or 0.
-fn metric(body: &str, prefix: &str) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn healthz_answers_ok_and_unknown_paths_404() {

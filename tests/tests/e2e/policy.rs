@@ -698,9 +698,7 @@ async fn a_watched_policy_file_reloads_when_it_changes() {
     // a broken file is refused and the last good policy stays
     let failures = || async {
         let (_, body) = tests::clients::http_get(s.admin, "/metrics").await;
-        body.lines()
-            .find_map(|l| l.strip_prefix("sluice_reload_failures_total "))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+        tests::clients::metric(&body, "sluice_reload_failures_total ")
     };
     let before = failures().await;
     std::fs::write(&file, "p, alice, *, main.items, select, allow\np, broken\n").unwrap();
