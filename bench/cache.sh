@@ -70,30 +70,9 @@ echo "== starting sluice without and with the cache (pool $POOL, transaction mod
 VERIFIER="$(printf '%s\n' "$PASSWORD" | "$SLUICE" passwd | tail -1)"
 PLAIN_PORT="$(free_port)"
 CACHE_PORT="$(free_port)"
-config() { # port
-    cat <<EOF
-[server]
-workers = $WORKERS
-[listeners]
-postgres = "127.0.0.1:$1"
-[users.bench]
-password = "$VERIFIER"
-[backends.pg]
-kind = "postgres"
-host = "127.0.0.1"
-port = $PGPORT
-user = "bench"
-password = "$PASSWORD"
-[routes.bench]
-backend = "pg"
-pool_mode = "transaction"
-pool_size = $POOL
-max_clients = 500
-EOF
-}
-config "$PLAIN_PORT" >"$WORK/plain.toml"
+sluice_pg_config "$PLAIN_PORT" "$WORKERS" >"$WORK/plain.toml"
 {
-    config "$CACHE_PORT"
+    sluice_pg_config "$CACHE_PORT" "$WORKERS"
     printf '[routes.bench.cache]\nenabled = true\nttl_secs = 300\n'
     printf '[cache]\nredis = "redis://127.0.0.1:%s/"\n' "$REDIS_PORT"
 } >"$WORK/cache.toml"

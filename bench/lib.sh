@@ -44,3 +44,27 @@ start_postgres() {
         -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" \
         -c "CREATE DATABASE bench OWNER bench" >/dev/null
 }
+
+# sluice_pg_config PORT [WORKERS]: a sluice config listening on PORT with user `bench`
+# (VERIFIER) and route `bench` to the PostgreSQL at PGPORT in transaction mode (server
+# pool POOL); with WORKERS, the [server] workers setting.
+sluice_pg_config() {
+    if [ -n "${2:-}" ]; then printf '[server]\nworkers = %s\n' "$2"; fi
+    cat <<EOF
+[listeners]
+postgres = "127.0.0.1:$1"
+[users.bench]
+password = "$VERIFIER"
+[backends.pg]
+kind = "postgres"
+host = "127.0.0.1"
+port = $PGPORT
+user = "bench"
+password = "$PASSWORD"
+[routes.bench]
+backend = "pg"
+pool_mode = "transaction"
+pool_size = $POOL
+max_clients = 500
+EOF
+}

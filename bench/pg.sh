@@ -73,23 +73,7 @@ EOF
 as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 PIDS+=($!)
 SLUICE_PORT="$(free_port)"
-cat >"$WORK/sluice.toml" <<EOF
-[listeners]
-postgres = "127.0.0.1:$SLUICE_PORT"
-[users.bench]
-password = "$VERIFIER"
-[backends.pg]
-kind = "postgres"
-host = "127.0.0.1"
-port = $PGPORT
-user = "bench"
-password = "$PASSWORD"
-[routes.bench]
-backend = "pg"
-pool_mode = "transaction"
-pool_size = $POOL
-max_clients = 500
-EOF
+sluice_pg_config "$SLUICE_PORT" >"$WORK/sluice.toml"
 "$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
 TARGETS="direct pgbouncer sluice"
