@@ -10,6 +10,7 @@
 #               MODE=simple (pgbench -M: simple | extended | prepared)
 #               WORKLOADS="expensive point"
 #               WORKERS=1 (sluice's [server] workers: 1 = one thread, 0 = one per core)
+#               PIN=1 (load generators on CPU 0, servers on the other CPUs; 0: anywhere)
 #
 # Starts its own PostgreSQL and Redis (temp dirs, free ports) and two release builds of
 # sluice (transaction mode, server pool $POOL): one without a cache, one caching route
@@ -19,8 +20,10 @@
 #   expensive  an aggregate over the whole of pgbench_accounts
 #   point      SELECT abalance ... WHERE aid = random(1, $HOT)
 # Prints the median TPS per target, the ratios to direct, and p50/p99 latency from
-# pgbench's per-transaction logs, and a Redis GET round trip measured in the same run
-# (redis-benchmark, one client, once per round) to compare a cache hit's latency with.
+# pgbench's per-transaction logs (a 10% sample). Every round also measures round trips
+# one at a time with bench/rtt, one lean blocking client for all four: the point read
+# directly, through sluice, through sluice from the cache, and a Redis GET; a cache hit's
+# p50 is compared with the GET's. redis-benchmark's GET (one client) is printed beside.
 # sluice runs with `workers = $WORKERS`: on a 2-core machine that it shares with pgbench,
 # PostgreSQL and Redis, one thread costs the least per statement.
 set -euo pipefail
@@ -37,6 +40,7 @@ MODE="${MODE:-simple}"
 WORKLOADS="${WORKLOADS:-expensive point}"
 WORKERS="${WORKERS:-1}"
 PASSWORD="bench-pw"
+RTT_PER_ROUND="${RTT_PER_ROUND:-1000}"
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
@@ -55,11 +59,13 @@ cleanup() {
 trap cleanup EXIT
 
 build_sluice
+build_rtt
+pin_cpus
 
 echo "== starting PostgreSQL and Redis"
 start_postgres "$WORK"
 REDIS_PORT="$(free_port)"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK" \
+"${ON_SERVERS[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK" \
     >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 wait_port "$REDIS_PORT"
@@ -76,9 +82,9 @@ sluice_pg_config "$PLAIN_PORT" "$WORKERS" >"$WORK/plain.toml"
     printf '[routes.bench.cache]\nenabled = true\nttl_secs = 300\n'
     printf '[cache]\nredis = "redis://127.0.0.1:%s/"\n' "$REDIS_PORT"
 } >"$WORK/cache.toml"
-"$SLUICE" --config "$WORK/plain.toml" >"$WORK/plain.log" 2>&1 &
+"${ON_SERVERS[@]}" "$SLUICE" --config "$WORK/plain.toml" >"$WORK/plain.log" 2>&1 &
 PIDS+=($!)
-"$SLUICE" --config "$WORK/cache.toml" >"$WORK/cache.log" 2>&1 &
+"${ON_SERVERS[@]}" "$SLUICE" --config "$WORK/cache.toml" >"$WORK/cache.log" 2>&1 &
 PIDS+=($!)
 wait_port "$PLAIN_PORT"
 wait_port "$CACHE_PORT"
@@ -97,8 +103,9 @@ RESULTS="$WORK/results.txt"
 run_one() { # target workload [clients]
     local out tps logdir="$WORK/log-$1-$2-$RANDOM" clients="${3:-$FIRST_CLIENTS}"
     mkdir -p "$logdir"
-    out="$(cd "$logdir" && PGPASSWORD="$PASSWORD" pgbench -n -M "$MODE" -f "$WORK/$2.sql" -c "$clients" \
-        -j 2 -T "$DURATION" -l -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
+    out="$(cd "$logdir" && PGPASSWORD="$PASSWORD" "${ON_CLIENT[@]}" pgbench -n -M "$MODE" \
+        -f "$WORK/$2.sql" -c "$clients" -j 2 -T "$DURATION" -l --sampling-rate 0.1 \
+        -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
     tps="$(echo "$out" | awk '/^tps = /{print $3}')"
     if ! echo "$out" | grep -q "number of failed transactions: 0 " || [ -z "$tps" ]; then
         echo "   $1 $2: FAILED: $(echo "$out" | grep -m1 -i error || true)" >&2
@@ -126,16 +133,23 @@ for round in $(seq 1 "$ROUNDS"); do
             for target in $order; do run_one "$target" "$workload"; done
         fi
     done
-    # one client: the latency of a cache hit alone
-    for target in $order; do run_one "$target" point 1; done
-    # the Redis GET round trip in the same round (p50, ms: fifth CSV field)
-    redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null | tail -1 >>"$WORK/redis.csv"
-    echo "   redis GET: $(tail -1 "$WORK/redis.csv")"
+    # one round trip at a time: a point read on each target and a Redis GET, one client
+    conninfo="host=127.0.0.1 user=bench password=$PASSWORD dbname=bench"
+    "${ON_CLIENT[@]}" "$RTT" --rounds 4 --per-round "$RTT_PER_ROUND" --hot "$HOT" \
+        --query "SELECT abalance FROM pgbench_accounts WHERE aid = {}" \
+        --pg "direct=$conninfo port=$PGPORT" --pg "sluice=$conninfo port=$PLAIN_PORT" \
+        --pg "cache=$conninfo port=$CACHE_PORT" --redis "redis=127.0.0.1:$REDIS_PORT" \
+        | tail -n +2 | tee -a "$WORK/rtt.txt" | sed 's/^/   rtt /'
+    # redis-benchmark's GET, for comparison (p50, ms: fifth CSV field)
+    "${ON_CLIENT[@]}" redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null \
+        | tail -1 >>"$WORK/redis.csv"
+    echo "   redis-benchmark GET: $(tail -1 "$WORK/redis.csv")"
 done
 
 echo
-echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, workers $WORKERS, $(nproc) cores)"
-python3 - "$RESULTS" "$WORK/redis.csv" "$CLIENTS" <<'EOF'
+placement="$([ ${#ON_CLIENT[@]} -gt 0 ] && echo "clients on CPU 0, servers on CPUs 1-$(($(nproc) - 1))" || echo "unpinned")"
+echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, workers $WORKERS, $(nproc) cores, $placement)"
+python3 - "$RESULTS" "$WORK/redis.csv" "$CLIENTS" "$WORK/rtt.txt" <<'EOF'
 import csv, statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
@@ -147,9 +161,8 @@ def med(vals, i):
         return None
     return statistics.median(float(v[i]) for v in vals)
 print(f"{'workload':14} {'target':7} {'tps':>10} {'x direct':>8} {'p50 us':>8} {'p99 us':>8}")
-hit_p50 = None
 clients = sys.argv[3].split()
-for workload in [f"expensive-c{clients[0]}"] + [f"point-c{c}" for c in clients] + ["point-c1"]:
+for workload in [f"expensive-c{clients[0]}"] + [f"point-c{c}" for c in clients]:
     direct = med(runs[(workload, "direct")], 0)
     for target in ("direct", "sluice", "cache"):
         vals = runs[(workload, target)]
@@ -160,15 +173,27 @@ for workload in [f"expensive-c{clients[0]}"] + [f"point-c{c}" for c in clients] 
         ratio = f"{tps / direct:8.2f}" if tps and direct else "     n/a"
         shown = f"{tps:10.0f}" if tps else "      fail"
         print(f"{workload:14} {target:7} {shown} {ratio} {p50 or 0:8.0f} {p99 or 0:8.0f}")
-        if workload == "point-c1" and target == "cache":
-            hit_p50 = p50
+# bench/rtt lines: target samples p50 p90 p99 (microseconds), one per target and round
+rtt = defaultdict(list)
+for line in open(sys.argv[4]):
+    target, _, p50, p90, p99 = line.split()
+    rtt[target].append((float(p50), float(p90), float(p99)))
+print()
+print(f"round trips one at a time (bench/rtt, 1 client; medians over the rounds)")
+print(f"{'target':14} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8}")
+for target in ("direct", "sluice", "cache", "redis"):
+    if rtt[target]:
+        p50, p90, p99 = (statistics.median(v[i] for v in rtt[target]) for i in range(3))
+        print(f"{target:14} {p50:8.1f} {p90:8.1f} {p99:8.1f}")
 rows = list(csv.reader(open(sys.argv[2])))
 # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 try:
-    redis_p50_us = statistics.median(float(row[4]) * 1000 for row in rows)
-    if hit_p50:
-        print(f"Redis GET p50 {redis_p50_us:.0f} us; cached point read p50 (1 client) "
-              f"{hit_p50:.0f} us = {hit_p50 / redis_p50_us:.1f}x the Redis round trip")
+    bench_p50 = statistics.median(float(row[4]) * 1000 for row in rows)
+    print(f"redis-benchmark GET p50 {bench_p50:.0f} us")
 except (IndexError, ValueError):
-    print("Redis GET figures unavailable:", rows)
+    print("redis-benchmark figures unavailable:", rows)
+if rtt["cache"] and rtt["redis"]:
+    hit = statistics.median(v[0] for v in rtt["cache"])
+    get = statistics.median(v[0] for v in rtt["redis"])
+    print(f"cache hit p50 {hit:.1f} us = {hit / get:.2f}x the Redis GET p50 ({get:.1f} us)")
 EOF

@@ -19,6 +19,22 @@ wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 # Runs a command as the postgres user when root (PostgreSQL refuses to run as root).
 as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
 
+# CPU placement. With PIN=1 (the default on a machine with 2 or more CPUs, for the scripts
+# that call pin_cpus) load generators run on CPU 0 and servers on the other CPUs, as when
+# clients run on other hosts: the servers under test never compete with the load
+# generator for a core, and every client round trip crosses cores. PIN=0 leaves
+# placement to the scheduler. Prefix commands with "${ON_CLIENT[@]}" or "${ON_SERVERS[@]}".
+ON_CLIENT=()
+ON_SERVERS=()
+pin_cpus() {
+    local n
+    n="$(nproc)"
+    if [ "${PIN:-1}" = 1 ] && [ "$n" -ge 2 ]; then
+        ON_CLIENT=(taskset -c 0)
+        ON_SERVERS=(taskset -c "1-$((n - 1))")
+    fi
+}
+
 # Builds the release sluice and sets SLUICE to it.
 build_sluice() {
     echo "== building sluice (release)"
@@ -26,15 +42,21 @@ build_sluice() {
     SLUICE="$ROOT/target/release/sluice"
 }
 
+# Builds the round-trip latency client (bench/rtt) and sets RTT to it.
+build_rtt() {
+    (cd "$ROOT" && cargo build --release --locked -q -p rtt)
+    RTT="$ROOT/target/release/rtt"
+}
+
 # start_postgres DIR: initdb and start a PostgreSQL in DIR on a free port (PGPORT, PGPID),
-# with a role and database `bench` (password $PASSWORD).
+# with a role and database `bench` (password $PASSWORD); on the servers' CPUs.
 start_postgres() {
     local pgbin
     pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
     PGPORT="$(free_port)"
     [ "$(id -u)" = 0 ] && chown postgres: "$1"
     as_pg "$pgbin/initdb" -D "$1/pg" -U postgres --auth=trust -E UTF8 --no-sync --locale=C >/dev/null
-    as_pg "$pgbin/postgres" -D "$1/pg" -p "$PGPORT" -k "$1" -c listen_addresses=127.0.0.1 \
+    as_pg "${ON_SERVERS[@]}" "$pgbin/postgres" -D "$1/pg" -p "$PGPORT" -k "$1" -c listen_addresses=127.0.0.1 \
         -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off \
         >"$1/pg.log" 2>&1 &
     PGPID=$!

@@ -1,29 +1,82 @@
-//! Plain connections to a single Redis node, used by the session doing a lookup itself.
+//! Plain connections to a single Redis node, used by the session doing a lookup itself,
+//! and what sluice's own Redis connections share: the node's address and set-up, and the
+//! parser of an MGET's reply.
 //!
-//! Through the redis crate's multiplexed connection a lookup crosses two tasks (a channel
-//! to the connection's task, and a reply channel back) and a general parser; on a cache
-//! hit at low concurrency that is about a tenth of the hit's latency. A lookup alone in
-//! flight writes its MGET on a plain connection and parses the reply in place; under
-//! concurrency lookups share the multiplexed connection instead, where concurrent
-//! sessions' commands leave in one write (fewer syscalls for sluice and Redis).
+//! Through a shared connection a lookup crosses two tasks (to the writer, and back from
+//! the reader); on a cache hit at low concurrency that is about a tenth of the hit's
+//! latency. A lookup alone in flight writes its MGET on a plain connection and parses the
+//! reply in place; under concurrency lookups share the pipelined connection instead
+//! (`pipelined.rs`), where concurrent sessions' commands leave in one write (fewer
+//! syscalls for sluice and Redis).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisError};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
 /// The largest bulk reply read (Redis' own limit for a string).
 const MAX_BULK: usize = 512 * 1024 * 1024;
 
-type Conn = BufStream<TcpStream>;
+pub type Conn = BufStream<TcpStream>;
 
-/// Plain connections to one node.
-pub struct Direct {
+/// A single Redis node reached over TCP, speaking RESP2.
+pub struct Endpoint {
     addr: String,
     /// AUTH and SELECT, sent on every new connection.
     setup: Vec<Vec<u8>>,
+}
+
+impl Endpoint {
+    /// The node of `info`: None for what sluice's own connections do not speak (TLS, Unix
+    /// sockets, RESP3).
+    pub fn new(info: &ConnectionInfo) -> Option<Endpoint> {
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return None;
+        };
+        let settings = info.redis_settings();
+        if settings.protocol() != ProtocolVersion::RESP2 {
+            return None;
+        }
+        let mut setup = Vec::new();
+        if let Some(password) = settings.password() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            setup.push(auth.arg(password).get_packed_command());
+        }
+        if settings.db() != 0 {
+            setup.push(redis::cmd("SELECT").arg(settings.db()).get_packed_command());
+        }
+        Some(Endpoint {
+            addr: format!("{host}:{port}"),
+            setup,
+        })
+    }
+
+    /// A new connection, set up (AUTH, SELECT).
+    pub async fn connect(&self) -> redis::RedisResult<Conn> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = BufStream::new(stream);
+        for command in &self.setup {
+            conn.write_all(command).await?;
+            conn.flush().await?;
+            let mut line = Vec::new();
+            read_line(&mut conn, &mut line).await?;
+            if line.first() != Some(&b'+') {
+                return Err(reply_error(&line));
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// Plain connections to one node.
+pub struct Direct {
+    endpoint: Endpoint,
     idle: Mutex<Vec<Conn>>,
     /// Connections open (idle or in use).
     open: AtomicUsize,
@@ -56,27 +109,11 @@ impl Direct {
     /// Plain connections for `info`, at most `max`: None for what they do not speak (TLS,
     /// Unix sockets, RESP3).
     pub fn new(info: &ConnectionInfo, max: usize) -> Option<Direct> {
-        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+        if max == 0 {
             return None;
-        };
-        let settings = info.redis_settings();
-        if settings.protocol() != ProtocolVersion::RESP2 || max == 0 {
-            return None;
-        }
-        let mut setup = Vec::new();
-        if let Some(password) = settings.password() {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(user) = settings.username() {
-                auth.arg(user);
-            }
-            setup.push(auth.arg(password).get_packed_command());
-        }
-        if settings.db() != 0 {
-            setup.push(redis::cmd("SELECT").arg(settings.db()).get_packed_command());
         }
         Some(Direct {
-            addr: format!("{host}:{port}"),
-            setup,
+            endpoint: Endpoint::new(info)?,
             idle: Mutex::default(),
             open: AtomicUsize::new(0),
             max,
@@ -89,7 +126,7 @@ impl Direct {
 
     /// Runs a packed MGET on an idle connection, or a new one while fewer than `max` are
     /// open. None: none is free (the caller uses the shared connection).
-    pub async fn mget(&self, packed: &[u8]) -> Option<redis::RedisResult<Vec<Option<Vec<u8>>>>> {
+    pub async fn mget(&self, packed: &[u8]) -> Option<redis::RedisResult<Values>> {
         let idle = self.lock().pop();
         let mut lease = match idle {
             Some(conn) => Lease {
@@ -105,7 +142,7 @@ impl Direct {
                     conn: None,
                     direct: self,
                 };
-                match self.connect().await {
+                match self.endpoint.connect().await {
                     Ok(conn) => lease.conn = Some(conn),
                     Err(e) => return Some(Err(e)),
                 }
@@ -119,28 +156,20 @@ impl Direct {
         }
         Some(reply)
     }
-
-    async fn connect(&self) -> redis::RedisResult<Conn> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
-        let mut conn = BufStream::new(stream);
-        for command in &self.setup {
-            conn.write_all(command).await?;
-            conn.flush().await?;
-            let mut line = Vec::new();
-            read_line(&mut conn, &mut line).await?;
-            if line.first() != Some(&b'+') {
-                return Err(reply_error(&line));
-            }
-        }
-        Ok(conn)
-    }
 }
 
-/// Sends a packed MGET and reads its reply: an array of bulk strings.
-async fn exchange(conn: &mut Conn, packed: &[u8]) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+/// An MGET's reply: a value or nil per key.
+pub type Values = Vec<Option<Vec<u8>>>;
+
+/// Sends a packed MGET and reads its reply.
+async fn exchange(conn: &mut Conn, packed: &[u8]) -> redis::RedisResult<Values> {
     conn.write_all(packed).await?;
     conn.flush().await?;
+    read_mget(conn).await
+}
+
+/// Reads an MGET's reply: an array of bulk strings.
+pub async fn read_mget<R: AsyncBufRead + Unpin>(conn: &mut R) -> redis::RedisResult<Values> {
     let mut line = Vec::with_capacity(32);
     read_line(conn, &mut line).await?;
     let n = match line.split_first() {
@@ -173,7 +202,10 @@ async fn exchange(conn: &mut Conn, packed: &[u8]) -> redis::RedisResult<Vec<Opti
 }
 
 /// One reply line, without its CRLF.
-async fn read_line(conn: &mut Conn, line: &mut Vec<u8>) -> redis::RedisResult<()> {
+async fn read_line<R: AsyncBufRead + Unpin>(
+    conn: &mut R,
+    line: &mut Vec<u8>,
+) -> redis::RedisResult<()> {
     line.clear();
     // a line longer than this is not a reply header
     let n = (&mut *conn).take(64 * 1024).read_until(b'\n', line).await?;
@@ -199,7 +231,7 @@ fn reply_error(line: &[u8]) -> RedisError {
     RedisError::from((redis::ErrorKind::Client, "Redis refused", text))
 }
 
-fn protocol_error(what: &'static str) -> RedisError {
+pub fn protocol_error(what: &'static str) -> RedisError {
     RedisError::from((redis::ErrorKind::Parse, what))
 }
 
@@ -217,11 +249,11 @@ mod tests {
     #[test]
     fn plain_tcp_resp2_only() {
         let d = Direct::new(&info("redis://127.0.0.1:6390/"), 4).unwrap();
-        assert_eq!(d.addr, "127.0.0.1:6390");
-        assert!(d.setup.is_empty());
+        assert_eq!(d.endpoint.addr, "127.0.0.1:6390");
+        assert!(d.endpoint.setup.is_empty());
         let d = Direct::new(&info("redis://user:pw@127.0.0.1:6390/3"), 4).unwrap();
         assert_eq!(
-            d.setup,
+            d.endpoint.setup,
             [
                 b"*3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$2\r\npw\r\n".to_vec(),
                 b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n".to_vec()
@@ -233,7 +265,7 @@ mod tests {
     }
 
     /// A server answering one request with `reply`, then closing.
-    async fn server(reply: &'static [u8]) -> String {
+    pub(crate) async fn server(reply: &'static [u8]) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {

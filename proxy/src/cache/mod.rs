@@ -10,6 +10,7 @@
 //! tables read; the full key is stored with the answer and compared on every hit.
 
 mod direct;
+mod pipelined;
 pub mod resultset;
 mod store;
 mod watchdog;

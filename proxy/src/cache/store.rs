@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
 
-use super::direct::Direct;
+use super::direct::{Direct, Endpoint};
+use super::pipelined::Pipelined;
 use super::watchdog::Watchdog;
 use crate::config::CacheStore;
 use crate::metrics as m;
 
 /// Plain connections a lookup may use directly (beyond them, lookups share one
-/// multiplexed connection).
+/// pipelined connection).
 const DIRECT_CONNECTIONS: usize = 1;
 
 /// A lookup counted in flight while it lives.
@@ -230,8 +231,10 @@ impl Conn {
 /// The Redis store, with a timeout per call and a circuit breaker.
 pub struct RedisStore {
     target: Target,
-    /// Plain connections for lookups (a single node reached over TCP without TLS).
+    /// Plain connections for lookups alone in flight, and one pipelined connection for
+    /// the others (a single node reached over TCP without TLS; else lookups use `conn`).
     direct: Option<Direct>,
+    pipelined: Option<Pipelined>,
     /// Lookups in flight.
     lookups: AtomicUsize,
     conn: tokio::sync::OnceCell<Conn>,
@@ -303,12 +306,19 @@ impl Breaker {
 
 impl RedisStore {
     fn new(target: Target, config: &CacheStore) -> RedisStore {
-        let direct = match &target {
-            Target::Single(client) => Direct::new(client.get_connection_info(), DIRECT_CONNECTIONS),
-            Target::Cluster(..) => None,
+        let (direct, pipelined) = match &target {
+            Target::Single(client) => {
+                let info = client.get_connection_info();
+                (
+                    Direct::new(info, DIRECT_CONNECTIONS),
+                    Endpoint::new(info).map(Pipelined::new),
+                )
+            }
+            Target::Cluster(..) => (None, None),
         };
         RedisStore {
             direct,
+            pipelined,
             lookups: AtomicUsize::new(0),
             target,
             conn: tokio::sync::OnceCell::new(),
@@ -431,13 +441,16 @@ impl RedisStore {
             .arg(format!("{tag}:e:{base}"));
         let got = self
             .guarded("get", async {
-                // alone in flight: a plain connection; else the shared one, where
+                // alone in flight: a plain connection; else the pipelined one, where
                 // concurrent lookups leave in one write
                 let _lookup = InFlight::start(&self.lookups);
                 if let Some(direct) = self.direct.as_ref().filter(|_| _lookup.alone) {
                     if let Some(reply) = direct.mget(&cmd.get_packed_command()).await {
                         return reply;
                     }
+                }
+                if let Some(pipelined) = &self.pipelined {
+                    return pipelined.mget(&cmd.get_packed_command()).await;
                 }
                 let mut conn = self.conn().await?;
                 conn.query::<Vec<Option<Vec<u8>>>>(&cmd).await
