@@ -37,6 +37,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the writer: requests are waiting, or the connection closed.
     wake: Notify,
+    /// Wakes the reader when the connection closed (a stuck server may never answer).
+    stop: Notify,
     closed: AtomicBool,
 }
 
@@ -53,8 +55,7 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fails every waiting lookup and stops the writer; the reader stops on its own
-    /// (it errs or reads the server's close after the writer's shutdown).
+    /// Fails every waiting lookup and stops the writer and the reader.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut q = self.lock();
@@ -62,6 +63,7 @@ impl Shared {
         q.waiters.clear();
         drop(q);
         self.wake.notify_one();
+        self.stop.notify_one();
     }
 
     async fn request(&self, packed: &[u8]) -> RedisResult<Values> {
@@ -136,6 +138,7 @@ impl Pipelined {
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
             wake: Notify::new(),
+            stop: Notify::new(),
             closed: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(shared.clone(), write));
@@ -179,13 +182,18 @@ async fn write_loop(shared: Arc<Shared>, mut write: OwnedWriteHalf) {
         }
         buf.clear();
     }
-    // the server closes its side after this, which ends the reader
     let _ = write.shutdown().await;
 }
 
 async fn read_loop(shared: Arc<Shared>, mut read: BufReader<OwnedReadHalf>) {
+    let stop = shared.stop.notified();
+    tokio::pin!(stop);
     loop {
-        let reply = read_mget(&mut read).await;
+        let reply = tokio::select! {
+            biased;
+            reply = read_mget(&mut read) => reply,
+            () = &mut stop => break,
+        };
         if shared.closed.load(Ordering::Acquire) {
             break;
         }
@@ -309,5 +317,30 @@ mod tests {
         let b = value(p.mget(MGET).await.unwrap());
         assert!(a >= 1 && b == a + 1, "{a} {b}");
         assert!(!Arc::ptr_eq(&first, &p.live().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_let_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0; 1024];
+            // reads, never answers, never closes
+            while let Ok(1..) = s.read(&mut buf).await {}
+            std::future::pending::<()>().await;
+        });
+        let p = Pipelined::new(endpoint(&addr));
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), p.mget(MGET)).await;
+        assert!(gave_up.is_err());
+        let first = p.live.lock().unwrap().clone().unwrap();
+        // the writer and the reader both end: only the store and this test hold it
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while Arc::strong_count(&first) > 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the connection's tasks ended");
     }
 }
