@@ -41,6 +41,9 @@ WORKLOADS="${WORKLOADS:-expensive point}"
 WORKERS="${WORKERS:-1}"
 PASSWORD="bench-pw"
 RTT_PER_ROUND="${RTT_PER_ROUND:-1000}"
+# bench/rtt sends the point read as a simple query, or (for -M extended and prepared)
+# as Parse/Bind/Describe/Execute/Sync of the unnamed statement
+RTT_PROTOCOL="$([ "$MODE" = simple ] && echo simple || echo extended)"
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
@@ -135,7 +138,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
     # one round trip at a time: a point read on each target and a Redis GET, one client
     conninfo="host=127.0.0.1 user=bench password=$PASSWORD dbname=bench"
-    "${ON_CLIENT[@]}" "$RTT" --rounds 4 --per-round "$RTT_PER_ROUND" --hot "$HOT" \
+    "${ON_CLIENT[@]}" "$RTT" --rounds 4 --per-round "$RTT_PER_ROUND" --hot "$HOT" --protocol "$RTT_PROTOCOL" \
         --query "SELECT abalance FROM pgbench_accounts WHERE aid = {}" \
         --pg "direct=$conninfo port=$PGPORT" --pg "sluice=$conninfo port=$PLAIN_PORT" \
         --pg "cache=$conninfo port=$CACHE_PORT" --redis "redis=127.0.0.1:$REDIS_PORT" \

@@ -2,14 +2,18 @@
 //! one lean blocking client so that neither side carries a heavier client's own work.
 //!
 //! ```text
-//! rtt [--rounds R] [--per-round N] [--hot H] --query 'SELECT ... WHERE aid = {}'
+//! rtt [--rounds R] [--per-round N] [--hot H] [--protocol simple|extended]
+//!     --query 'SELECT ... WHERE aid = {}'
 //!     --pg NAME='host=127.0.0.1 port=5432 user=u password=p dbname=d' ...
 //!     --redis NAME=127.0.0.1:6379 ...
 //! ```
 //!
 //! Each round runs N round trips against every target in turn, the order rotating per
-//! round; `{}` in the query becomes a number picked in 1..=H. A warm-up pass runs every
-//! value once first. Prints p50, p90 and p99 in microseconds per target.
+//! round; `{}` in the query becomes a number picked in 1..=H: written into the text with
+//! the simple protocol, bound as parameter `$1` (text) with the extended protocol, as
+//! `pgbench -M extended` sends it (Parse, Bind, Describe, Execute, Sync of the unnamed
+//! statement and portal). A warm-up pass runs every value once first. Prints p50, p90 and
+//! p99 in microseconds per target.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -31,6 +35,7 @@ struct Args {
     per_round: usize,
     hot: u64,
     query: String,
+    extended: bool,
     targets: Vec<(String, Spec)>,
 }
 
@@ -45,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         per_round: 4000,
         hot: 1000,
         query: String::new(),
+        extended: false,
         targets: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -59,6 +65,13 @@ fn parse_args() -> Result<Args, String> {
             "--per-round" => args.per_round = number(&value)? as usize,
             "--hot" => args.hot = number(&value)?.max(1),
             "--query" => args.query = value,
+            "--protocol" => {
+                args.extended = match value.as_str() {
+                    "simple" => false,
+                    "extended" => true,
+                    _ => return Err(format!("--protocol: simple or extended, not {value}")),
+                }
+            }
             "--pg" | "--redis" => {
                 let (name, target) = value
                     .split_once('=')
@@ -100,11 +113,12 @@ fn run() -> Result<(), String> {
             Vec::with_capacity(args.rounds * args.per_round),
         ));
     }
+    let query = Query::new(&args.query, args.extended);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     // Warm-up: every hot value once, so that a cache holds them all before timing starts.
     for (name, conn, _) in &mut conns {
         for v in 1..=args.hot {
-            conn.round_trip(&args.query, v)
+            conn.round_trip(&query, v)
                 .map_err(|e| format!("{name}: {e}"))?;
         }
     }
@@ -115,7 +129,7 @@ fn run() -> Result<(), String> {
             for _ in 0..args.per_round {
                 let v = rng.next() % args.hot + 1;
                 let start = Instant::now();
-                conn.round_trip(&args.query, v)
+                conn.round_trip(&query, v)
                     .map_err(|e| format!("{name}: {e}"))?;
                 samples.push(start.elapsed().as_nanos() as u64);
             }
@@ -155,10 +169,29 @@ enum Conn {
     Redis(Redis),
 }
 
+/// The point read: its text, and how it is sent.
+struct Query {
+    /// `{}` where the value goes (simple), or `$1` (extended).
+    sql: String,
+    extended: bool,
+}
+
+impl Query {
+    fn new(template: &str, extended: bool) -> Query {
+        let sql = if extended {
+            template.replace("{}", "$1")
+        } else {
+            template.to_string()
+        };
+        Query { sql, extended }
+    }
+}
+
 impl Conn {
-    fn round_trip(&mut self, query: &str, value: u64) -> io::Result<()> {
+    fn round_trip(&mut self, query: &Query, value: u64) -> io::Result<()> {
         match self {
-            Conn::Pg(pg) => pg.query(&query.replace("{}", &value.to_string())),
+            Conn::Pg(pg) if query.extended => pg.extended(&query.sql, &value.to_string()),
+            Conn::Pg(pg) => pg.simple(&query.sql.replace("{}", &value.to_string())),
             Conn::Redis(redis) => redis.get(),
         }
     }
@@ -168,8 +201,7 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// A PostgreSQL connection over plain TCP (trust, cleartext, MD5 is not supported: SCRAM only
-/// when the server asks for a password).
+/// A PostgreSQL connection over plain TCP, logging in with trust or SCRAM-SHA-256.
 struct Pg {
     stream: TcpStream,
     buf: BytesMut,
@@ -262,9 +294,38 @@ impl Pg {
     }
 
     /// One simple query, read through to ReadyForQuery; an error response is an error.
-    fn query(&mut self, sql: &str) -> io::Result<()> {
+    fn simple(&mut self, sql: &str) -> io::Result<()> {
         frontend::query(sql, &mut self.out)?;
         self.flush()?;
+        self.until_ready(sql)
+    }
+
+    /// Parse, Bind (`value` as text for `$1`), Describe, Execute and Sync of the unnamed
+    /// statement and portal, in one write.
+    fn extended(&mut self, sql: &str, value: &str) -> io::Result<()> {
+        frontend::parse("", sql, [], &mut self.out)?;
+        let bound = frontend::bind(
+            "",
+            "",
+            [0],
+            [value],
+            |v, buf| {
+                buf.extend_from_slice(v.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            [0],
+            &mut self.out,
+        );
+        bound.map_err(|_| invalid("cannot encode the Bind"))?;
+        frontend::describe(b'P', "", &mut self.out)?;
+        frontend::execute("", 0, &mut self.out)?;
+        frontend::sync(&mut self.out);
+        self.flush()?;
+        self.until_ready(sql)
+    }
+
+    /// Reads through to ReadyForQuery; an error response is an error.
+    fn until_ready(&mut self, sql: &str) -> io::Result<()> {
         let mut failed = false;
         loop {
             match self.next()? {

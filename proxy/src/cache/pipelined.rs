@@ -21,6 +21,7 @@ use redis::RedisResult;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
 
 use super::direct::{protocol_error, read_mget, Endpoint, Values};
 
@@ -37,8 +38,9 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the writer: requests are waiting, or the connection closed.
     wake: Notify,
-    /// Wakes the reader when the connection closed (a stuck server may never answer).
-    stop: Notify,
+    /// Stops the reader and a write in progress when the connection closed (a stuck
+    /// server may never answer, nor take more bytes).
+    stop: CancellationToken,
     closed: AtomicBool,
 }
 
@@ -63,7 +65,7 @@ impl Shared {
         q.waiters.clear();
         drop(q);
         self.wake.notify_one();
-        self.stop.notify_one();
+        self.stop.cancel();
     }
 
     async fn request(&self, packed: &[u8]) -> RedisResult<Values> {
@@ -138,7 +140,7 @@ impl Pipelined {
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
             wake: Notify::new(),
-            stop: Notify::new(),
+            stop: CancellationToken::new(),
             closed: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(shared.clone(), write));
@@ -175,20 +177,26 @@ async fn write_loop(shared: Arc<Shared>, mut write: OwnedWriteHalf) {
         if buf.is_empty() {
             continue;
         }
-        if let Err(e) = write.write_all(&buf).await {
+        let written = tokio::select! {
+            biased;
+            written = write.write_all(&buf) => written,
+            () = shared.stop.cancelled() => break,
+        };
+        if let Err(e) = written {
             tracing::debug!(error = %e, "cache: lookup connection write failed");
             shared.close();
             break;
         }
         buf.clear();
     }
-    let _ = write.shutdown().await;
+    // dropping the write half shuts the connection's sending side down
 }
 
 async fn read_loop(shared: Arc<Shared>, mut read: BufReader<OwnedReadHalf>) {
-    let stop = shared.stop.notified();
+    let stop = shared.stop.clone().cancelled_owned();
     tokio::pin!(stop);
     loop {
+        // the token is polled only when no reply is ready (once per batch)
         let reply = tokio::select! {
             biased;
             reply = read_mget(&mut read) => reply,
