@@ -6,6 +6,7 @@
 #               MODES="simple extended prepared"  SCRIPTS="select tpcb"  SCALE=10
 #               POLICY=1 (a fourth target: sluice with a 200-rule access policy)
 #               AUDIT=1 (with POLICY=1: that sluice also writes the audit log to a file)
+#               PIN=1 (pgbench on CPU 0, the servers on the other CPUs; 0: anywhere)
 #
 # Starts its own PostgreSQL (temp dir, free port), PgBouncer (Debian package, transaction
 # mode) and sluice (release build, transaction mode), both with a server pool of $POOL,
@@ -44,6 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 build_sluice
+pin_cpus
 
 echo "== starting PostgreSQL"
 start_postgres "$WORK"
@@ -70,11 +72,11 @@ logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 EOF
 [ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
-as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+as_pg "${ON_SERVERS[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 PIDS+=($!)
 SLUICE_PORT="$(free_port)"
 sluice_pg_config "$SLUICE_PORT" >"$WORK/sluice.toml"
-"$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
+"${ON_SERVERS[@]}" "$SLUICE" --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
 TARGETS="direct pgbouncer sluice"
 declare -A PORT=([direct]="$PGPORT" [pgbouncer]="$BOUNCER_PORT" [sluice]="$SLUICE_PORT")
@@ -96,7 +98,7 @@ if [ "$POLICY" = 1 ]; then
     if [ "$AUDIT" = 1 ]; then
         printf '[audit]\nenabled = true\nsink = "%s"\n' "$WORK/audit.jsonl" >>"$WORK/policy.toml"
     fi
-    "$SLUICE" --config "$WORK/policy.toml" >"$WORK/sluice-policy.log" 2>&1 &
+    "${ON_SERVERS[@]}" "$SLUICE" --config "$WORK/policy.toml" >"$WORK/sluice-policy.log" 2>&1 &
     PIDS+=($!)
     wait_port "$POLICY_PORT"
     "$SLUICE" policy check --config "$WORK/policy.toml" --user bench --route bench \
@@ -112,7 +114,7 @@ RESULTS="$WORK/results.txt"
 run_one() { # target script mode clients
     local flags=() out tps
     [ "$2" = select ] && flags+=(-S)
-    out="$(PGPASSWORD="$PASSWORD" pgbench -n "${flags[@]}" -M "$3" -c "$4" -j 2 -T "$DURATION" \
+    out="$(PGPASSWORD="$PASSWORD" "${ON_CLIENT[@]}" pgbench -n "${flags[@]}" -M "$3" -c "$4" -j 2 -T "$DURATION" \
         -h 127.0.0.1 -p "${PORT[$1]}" -U bench bench 2>&1)" || true
     tps="$(echo "$out" | awk '/^tps = /{print $3}')"
     if ! echo "$out" | grep -q "number of failed transactions: 0 " || [ -z "$tps" ]; then
@@ -139,7 +141,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, scale $SCALE, $(nproc) cores)"
+placement="$([ ${#ON_CLIENT[@]} -gt 0 ] && echo "pgbench on CPU 0, servers on CPUs 1-$(($(nproc) - 1))" || echo "unpinned")"
+echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, scale $SCALE, $(nproc) cores, $placement)"
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 from collections import defaultdict

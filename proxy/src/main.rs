@@ -176,17 +176,22 @@ fn init_logging(json: bool) {
     }
 }
 
-/// The runtime sessions run on: `workers` threads (0: one per core; 1: the current
-/// thread alone).
+/// The runtime sessions run on: `workers` threads (0: one per CPU sluice may run on; 1,
+/// or 0 with a single CPU: the current thread alone).
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    // the CPUs sluice may run on (its affinity mask, a container's CPU limit)
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if workers == 0 { cpus } else { workers };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
     };
-    if workers > 1 {
-        builder.worker_threads(workers);
-    }
-    builder.enable_all().build()
+    let runtime = builder.enable_all().build()?;
+    tracing::info!(threads, "sessions run on {threads} thread(s)");
+    Ok(runtime)
 }
 
 fn run(path: &std::path::Path, json: bool) -> ExitCode {

@@ -221,7 +221,20 @@ pub struct SluiceProcess {
 
 impl SluiceProcess {
     pub fn spawn(config: &Path) -> SluiceProcess {
-        let child = Command::new(binary())
+        Self::spawn_via(&[], config)
+    }
+
+    /// Runs sluice through `wrapper` (a command and its arguments, e.g. taskset's).
+    pub fn spawn_via(wrapper: &[&str], config: &Path) -> SluiceProcess {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())
@@ -229,6 +242,17 @@ impl SluiceProcess {
             .spawn()
             .expect("spawn sluice");
         SluiceProcess { child }
+    }
+
+    /// Reads sluice's log (stderr) until a line contains `text`: that line, or None when
+    /// the log ended first.
+    pub fn log_line(&mut self, text: &str) -> Option<String> {
+        use std::io::BufRead;
+        let stderr = self.child.stderr.as_mut()?;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains(text))
     }
 
     /// Sends a signal by name (TERM, INT, ...).

@@ -184,7 +184,8 @@ pub struct Server {
     /// Seconds between checks of the config, policy and model files; a change reloads
     /// them as SIGHUP does. 0 (the default): no watching.
     pub watch_secs: f64,
-    /// Threads that run sessions. 0 (the default): one per CPU core. 1: one thread running
+    /// Threads that run sessions. 0 (the default): one per CPU sluice may run on (one
+    /// thread when that is a single CPU). 1: one thread running
     /// every session, with no cross-thread wakeups (the cheapest per statement on small
     /// machines, where sluice shares the cores with the databases and clients).
     pub workers: usize,

@@ -25,6 +25,19 @@ async fn spawn_with(
     u16,
     std::net::SocketAddr,
 ) {
+    spawn_via(&[], config).await
+}
+
+/// As [`spawn_with`], through `wrapper` (a command and its arguments).
+async fn spawn_via(
+    wrapper: &[&str],
+    config: SluiceConfig,
+) -> (
+    SluiceProcess,
+    tests::sluice::Prepared,
+    u16,
+    std::net::SocketAddr,
+) {
     let prepared = config.write();
     let (port, admin) = (free_port(), free_port());
     let text = std::fs::read_to_string(&prepared.path).unwrap();
@@ -40,7 +53,7 @@ async fn spawn_with(
             1,
         );
     std::fs::write(&prepared.path, text).unwrap();
-    let process = SluiceProcess::spawn(&prepared.path);
+    let process = SluiceProcess::spawn_via(wrapper, &prepared.path);
     (process, prepared, port, ([127, 0, 0, 1], admin).into())
 }
 
@@ -110,6 +123,30 @@ async fn sigint_exits_cleanly_while_a_client_is_connected() {
 #[tokio::test]
 async fn a_single_worker_thread_serves_sessions_and_exits_cleanly() {
     exits_cleanly_on("TERM", 1).await;
+}
+
+/// `workers = 0` runs a thread per CPU sluice may run on: on a single CPU (taskset here, a
+/// container's limit elsewhere) that is one thread, without a multi-thread scheduler.
+#[tokio::test]
+async fn the_default_workers_follow_the_cpus_sluice_may_use() {
+    let config = || SluiceConfig {
+        server_options: "workers = 0\n".into(),
+        ..SluiceConfig::default()
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (wrapper, threads) in [(&["taskset", "-c", "0"][..], 1), (&[][..], cpus)] {
+        let (mut process, prepared, port, _) = spawn_via(wrapper, config()).await;
+        let expected = format!("sessions run on {threads} thread(s)");
+        let line = process.log_line("sessions run on");
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(&expected)),
+            "{wrapper:?}: {line:?}"
+        );
+        let client = login(port, &prepared).await;
+        client.simple_query("SELECT 1").await.unwrap();
+        process.signal("TERM");
+        assert!(wait_exit(&mut process).await.success());
+    }
 }
 
 #[tokio::test]
