@@ -50,6 +50,7 @@ RTT_PROTOCOL="$([ "$MODE" = simple ] && echo simple || echo extended)"
 need pgbench postgresql-client
 need redis-server redis-server
 need redis-benchmark redis-tools
+need socat socat
 
 WORK="$(mktemp -d /tmp/sluice-cache-bench.XXXXXX)"
 PIDS=()
@@ -72,6 +73,13 @@ REDIS_PORT="$(free_port)"
     >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 wait_port "$REDIS_PORT"
+# a byte forwarder in front of Redis: the round trip of a GET through one more process
+# that does nothing else, the least any proxy's extra hop costs on this machine
+FORWARD_PORT="$(free_port)"
+"${ON_SERVERS[@]}" socat "TCP-LISTEN:$FORWARD_PORT,bind=127.0.0.1,reuseaddr,fork,nodelay" \
+    "TCP:127.0.0.1:$REDIS_PORT,nodelay" >"$WORK/socat.log" 2>&1 &
+PIDS+=($!)
+wait_port "$FORWARD_PORT"
 echo "== pgbench -i -s $SCALE"
 PGPASSWORD="$PASSWORD" pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U bench bench 2>&1 | tail -1
 
@@ -142,6 +150,7 @@ for round in $(seq 1 "$ROUNDS"); do
         --query "SELECT abalance FROM pgbench_accounts WHERE aid = {}" \
         --pg "direct=$conninfo port=$PGPORT" --pg "sluice=$conninfo port=$PLAIN_PORT" \
         --pg "cache=$conninfo port=$CACHE_PORT" --redis "redis=127.0.0.1:$REDIS_PORT" \
+        --redis "forwarded=127.0.0.1:$FORWARD_PORT" \
         | tail -n +2 | tee -a "$WORK/rtt.txt" | sed 's/^/   rtt /'
     # redis-benchmark's GET, for comparison (p50, ms: fifth CSV field)
     "${ON_CLIENT[@]}" redis-benchmark -p "$REDIS_PORT" -t get -n 20000 -c 1 --csv 2>/dev/null \
@@ -184,7 +193,7 @@ for line in open(sys.argv[4]):
 print()
 print(f"round trips one at a time (bench/rtt, 1 client; medians over the rounds)")
 print(f"{'target':14} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8}")
-for target in ("direct", "sluice", "cache", "redis"):
+for target in ("direct", "sluice", "cache", "redis", "forwarded"):
     if rtt[target]:
         p50, p90, p99 = (statistics.median(v[i] for v in rtt[target]) for i in range(3))
         print(f"{target:14} {p50:8.1f} {p90:8.1f} {p99:8.1f}")
@@ -199,4 +208,8 @@ if rtt["cache"] and rtt["redis"]:
     hit = statistics.median(v[0] for v in rtt["cache"])
     get = statistics.median(v[0] for v in rtt["redis"])
     print(f"cache hit p50 {hit:.1f} us = {hit / get:.2f}x the Redis GET p50 ({get:.1f} us)")
+    if rtt["forwarded"]:
+        fwd = statistics.median(v[0] for v in rtt["forwarded"])
+        print(f"a GET through a byte forwarder (socat) p50 {fwd:.1f} us = {fwd / get:.2f}x the GET;"
+              f" the cache hit is {hit / fwd:.2f}x that")
 EOF

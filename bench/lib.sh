@@ -16,8 +16,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
 
-# Runs a command as the postgres user when root (PostgreSQL refuses to run as root).
-as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+# Runs a command as the postgres user when root (PostgreSQL refuses to run as root). In a
+# background job (a subshell) it execs, so that $! is the program's own PID and the
+# scripts' cleanup stops the program, not just the subshell.
+as_pg() {
+    local run=()
+    [ "$(id -u)" = 0 ] && run=(setpriv --reuid=postgres --regid=postgres --init-groups)
+    if [ "$BASHPID" != "$$" ]; then exec "${run[@]}" "$@"; fi
+    "${run[@]}" "$@"
+}
 
 # CPU placement. With PIN=1 (the default on a machine with 2 or more CPUs, for the scripts
 # that call pin_cpus) load generators run on CPU 0 and servers on the other CPUs, as when

@@ -63,7 +63,10 @@ where
 }
 
 /// A pool builder with sluice's settings: sized and timed from `settings`, connections
-/// checked on checkout, no retries (so a down server fails checkouts at once).
+/// checked on checkout, no retries (so a down server fails checkouts at once), and the
+/// most recently used idle connection handed out first: its server process and its
+/// caches are warm, and connections a quieter load no longer needs stay idle until the
+/// idle timeout closes them.
 pub fn builder<M>(settings: &PoolSettings) -> bb8::Builder<M>
 where
     M: bb8::ManageConnection<Error = BackendError>,
@@ -76,6 +79,7 @@ where
         .max_lifetime(settings.max_lifetime)
         .test_on_check_out(true)
         .retry_connection(false)
+        .queue_strategy(bb8::QueueStrategy::Lifo)
         .error_sink(Box::new(LogSink))
 }
 

@@ -146,6 +146,31 @@ async fn prepared_statements_survive_a_change_of_server_connection() {
 }
 
 #[tokio::test]
+async fn the_most_recently_returned_server_connection_serves_next() {
+    let t = Setup::new("transaction", "pool_size = 2").await;
+    let (a, b, c) = (t.client().await, t.client().await, t.client().await);
+    // one simple query: one checkout (the extended protocol may take two)
+    async fn pid(client: &Client) -> Option<String> {
+        text_rows(client, "SELECT pg_backend_pid()").await[0][0].clone()
+    }
+    for _ in 0..3 {
+        // a and b each hold one of the two server connections; a gives its one back first
+        a.batch_execute("BEGIN").await.unwrap();
+        b.batch_execute("BEGIN").await.unwrap();
+        let (pid_a, pid_b) = (pid(&a).await, pid(&b).await);
+        assert_ne!(pid_a, pid_b);
+        a.batch_execute("COMMIT").await.unwrap();
+        b.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(
+            pid(&c).await,
+            pid_b,
+            "b's connection, returned last, serves c"
+        );
+        assert_eq!(pid(&a).await, pid_b, "and a's next statement too");
+    }
+}
+
+#[tokio::test]
 async fn session_commands_are_tracked_or_refused_in_transaction_mode() {
     let t = Setup::new("transaction", "pool_size = 2").await;
     t.direct()
