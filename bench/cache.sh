@@ -21,9 +21,10 @@
 #   point      SELECT abalance ... WHERE aid = random(1, $HOT)
 # Prints the median TPS per target, the ratios to direct, and p50/p99 latency from
 # pgbench's per-transaction logs (a 10% sample). Every round also measures round trips
-# one at a time with bench/rtt, one lean blocking client for all four: the point read
-# directly, through sluice, through sluice from the cache, and a Redis GET; a cache hit's
-# p50 is compared with the GET's. redis-benchmark's GET (one client) is printed beside.
+# one at a time with bench/rtt, one lean blocking client for all of them: the point read
+# directly, through sluice, through sluice from the cache, a Redis GET, and the GET
+# through a byte forwarder (socat); a cache hit's p50 is compared with both GETs'.
+# redis-benchmark's GET (one client) is printed beside.
 # sluice runs with `workers = $WORKERS`: on a 2-core machine that it shares with pgbench,
 # PostgreSQL and Redis, one thread costs the least per statement.
 set -euo pipefail
@@ -159,8 +160,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-placement="$([ ${#ON_CLIENT[@]} -gt 0 ] && echo "clients on CPU 0, servers on CPUs 1-$(($(nproc) - 1))" || echo "unpinned")"
-echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, workers $WORKERS, $(nproc) cores, $placement)"
+echo "== median over $ROUNDS rounds of ${DURATION}s (-M $MODE, $CLIENTS clients, pool $POOL, scale $SCALE, hot $HOT, workers $WORKERS, $(nproc) cores, $(placement clients))"
 python3 - "$RESULTS" "$WORK/redis.csv" "$CLIENTS" "$WORK/rtt.txt" <<'EOF'
 import csv, statistics, sys
 from collections import defaultdict

@@ -42,6 +42,16 @@ pin_cpus() {
     fi
 }
 
+# placement WHO: the placement pin_cpus chose, for a summary line ("WHO on CPU 0, servers
+# on CPUs 1-N" or "unpinned").
+placement() {
+    if [ ${#ON_CLIENT[@]} -gt 0 ]; then
+        echo "$1 on CPU 0, servers on CPUs 1-$(($(nproc) - 1))"
+    else
+        echo "unpinned"
+    fi
+}
+
 # Builds the release sluice and sets SLUICE to it.
 build_sluice() {
     echo "== building sluice (release)"

@@ -141,8 +141,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-placement="$([ ${#ON_CLIENT[@]} -gt 0 ] && echo "pgbench on CPU 0, servers on CPUs 1-$(($(nproc) - 1))" || echo "unpinned")"
-echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, scale $SCALE, $(nproc) cores, $placement)"
+echo "== median TPS over $ROUNDS rounds of ${DURATION}s (pool $POOL, scale $SCALE, $(nproc) cores, $(placement pgbench))"
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 from collections import defaultdict

@@ -265,7 +265,7 @@ mod tests {
     }
 
     /// A server answering one request with `reply`, then closing.
-    pub(crate) async fn server(reply: &'static [u8]) -> String {
+    async fn server(reply: &'static [u8]) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
 
-use super::direct::{Direct, Endpoint};
+use super::direct::{Direct, Endpoint, Values};
 use super::pipelined::Pipelined;
 use super::watchdog::Watchdog;
 use crate::config::CacheStore;
@@ -453,7 +453,7 @@ impl RedisStore {
                     return pipelined.mget(&cmd.get_packed_command()).await;
                 }
                 let mut conn = self.conn().await?;
-                conn.query::<Vec<Option<Vec<u8>>>>(&cmd).await
+                conn.query::<Values>(&cmd).await
             })
             .await;
         let Some(mut values) = got else {

@@ -8,36 +8,20 @@ use tests::sluice::{SluiceConfig, SluiceProcess};
 use tests::{free_port, wait_for};
 
 /// A sluice process on fixed free ports: (process, its files, postgres port, admin address).
-async fn spawn() -> (
+type Spawned = (
     SluiceProcess,
     tests::sluice::Prepared,
     u16,
     std::net::SocketAddr,
-) {
-    spawn_with(SluiceConfig::default()).await
+);
+
+async fn spawn() -> Spawned {
+    spawn_via(&[], SluiceConfig::default()).await
 }
 
-async fn spawn_with(
-    config: SluiceConfig,
-) -> (
-    SluiceProcess,
-    tests::sluice::Prepared,
-    u16,
-    std::net::SocketAddr,
-) {
-    spawn_via(&[], config).await
-}
-
-/// As [`spawn_with`], through `wrapper` (a command and its arguments).
-async fn spawn_via(
-    wrapper: &[&str],
-    config: SluiceConfig,
-) -> (
-    SluiceProcess,
-    tests::sluice::Prepared,
-    u16,
-    std::net::SocketAddr,
-) {
+/// A sluice process with `config`, run through `wrapper` (a command and its arguments;
+/// none: directly).
+async fn spawn_via(wrapper: &[&str], config: SluiceConfig) -> Spawned {
     let prepared = config.write();
     let (port, admin) = (free_port(), free_port());
     let text = std::fs::read_to_string(&prepared.path).unwrap();
@@ -82,10 +66,13 @@ fn conninfo(port: u16) -> String {
 
 /// Runs a query and signals the process; `workers`: the `[server] workers` setting.
 async fn exits_cleanly_on(signal: &str, workers: usize) {
-    let (mut process, prepared, port, _) = spawn_with(SluiceConfig {
-        server_options: format!("workers = {workers}\n"),
-        ..SluiceConfig::default()
-    })
+    let (mut process, prepared, port, _) = spawn_via(
+        &[],
+        SluiceConfig {
+            server_options: format!("workers = {workers}\n"),
+            ..SluiceConfig::default()
+        },
+    )
     .await;
     let client = login(port, &prepared).await;
     let other = login(port, &prepared).await;
@@ -196,7 +183,7 @@ async fn sighup_reloads_policies_and_a_broken_file_keeps_the_old_ones() {
         extra: format!("[policy]\nfiles = [\"{}\"]\n", policy.display()),
         ..SluiceConfig::default()
     };
-    let (process, prepared, port, admin) = spawn_with(config).await;
+    let (process, prepared, port, admin) = spawn_via(&[], config).await;
     let client = login(port, &prepared).await;
     client.simple_query("SELECT name FROM items").await.unwrap();
     // the grant goes: the same connection is denied from its next statement on
