@@ -75,6 +75,8 @@ fn classification(c: &mut Criterion) {
         dialect: Dialect::Postgres,
         search_path: &search_path,
         database: "",
+        lexing: Default::default(),
+        fold_table_names: true,
     };
 
     let mut group = c.benchmark_group("parse");

@@ -59,9 +59,23 @@ impl MyConnectConfig {
     }
 }
 
+/// What a server says of itself that decides how sluice reads statements for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// `@@SESSION.sql_mode` of a new connection (the server's default).
+    pub sql_mode: String,
+    /// `@@lower_case_table_names`: 0 table names are case-sensitive, 1 and 2 compared
+    /// in lower case.
+    pub lower_case_table_names: u8,
+}
+
+type SharedFacts = std::sync::Arc<std::sync::Mutex<Option<ServerFacts>>>;
+
 /// A server connection with sluice's bookkeeping.
 pub struct MyConn {
     pub conn: Conn,
+    /// The route's database, selected again after a reset (a client may have switched).
+    database: String,
     pub last_used: Instant,
     /// The client changed session state (variables, temporary tables, locks...): reset
     /// before another client gets it.
@@ -92,7 +106,10 @@ impl MyConn {
     /// connection broken when that fails.
     pub async fn reset(&mut self) -> bool {
         let result = match self.conn.reset().await {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                let use_db = format!("USE `{}`", self.database.replace('`', "``"));
+                self.conn.query_drop(use_db).await
+            }
             Ok(false) => self.conn.change_user(Default::default()).await,
             Err(e) => Err(e),
         };
@@ -128,6 +145,19 @@ pub struct Manager {
     opts: Opts,
     connect_timeout: Duration,
     failures: Failures,
+    facts: SharedFacts,
+}
+
+/// Reads what decides how sluice reads statements for this server.
+async fn read_facts(conn: &mut Conn) -> Result<ServerFacts, mysql_async::Error> {
+    let row: Option<(String, u8)> = conn
+        .query_first("SELECT @@SESSION.sql_mode, @@lower_case_table_names")
+        .await?;
+    let (sql_mode, lower_case_table_names) = row.unwrap_or_default();
+    Ok(ServerFacts {
+        sql_mode,
+        lower_case_table_names,
+    })
 }
 
 /// An idle connection unused for this long is pinged before it is handed out.
@@ -138,10 +168,17 @@ impl bb8::ManageConnection for Manager {
     type Error = BackendError;
 
     async fn connect(&self) -> Result<MyConn, BackendError> {
-        let opened = tokio::time::timeout(self.connect_timeout, Conn::new(self.opts.clone())).await;
+        let opened = tokio::time::timeout(self.connect_timeout, async {
+            let mut conn = Conn::new(self.opts.clone()).await?;
+            let facts = read_facts(&mut conn).await?;
+            *self.facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(facts);
+            Ok::<_, mysql_async::Error>(conn)
+        })
+        .await;
         let result = match opened {
             Ok(Ok(conn)) => Ok(MyConn {
                 conn,
+                database: self.opts.db_name().unwrap_or_default().to_string(),
                 last_used: Instant::now(),
                 dirty: false,
                 broken: false,
@@ -192,23 +229,45 @@ pub struct MyPool {
     pool: bb8::Pool<Manager>,
     failures: watch::Receiver<(u64, String)>,
     settings: PoolSettings,
+    facts: SharedFacts,
 }
 
 impl MyPool {
     /// Builds the pool without connecting, so sluice starts while the server is down.
     pub fn new(cfg: &MyConnectConfig, settings: PoolSettings) -> MyPool {
         let (tx, rx) = watch::channel((0, String::new()));
+        let facts = SharedFacts::default();
         let manager = Manager {
             opts: cfg.opts(settings.statement_cache),
             connect_timeout: cfg.connect_timeout,
             failures: tx,
+            facts: facts.clone(),
         };
         let pool = crate::pool::builder(&settings).build_unchecked(manager);
         MyPool {
             pool,
             failures: rx,
             settings,
+            facts,
         }
+    }
+
+    /// The server's facts as its newest connection reported them, connecting first when
+    /// no connection was made yet.
+    pub async fn server_facts(&self) -> Result<ServerFacts, BackendError> {
+        if let Some(f) = self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(f);
+        }
+        let conn = self.checkout().await.map_err(|e| match e {
+            CheckoutError::Unavailable(e) => e,
+            t @ CheckoutError::Timeout(_) => BackendError::Unavailable(t.to_string()),
+        })?;
+        drop(conn);
+        self.facts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| BackendError::Unavailable("server facts unknown".into()))
     }
 
     /// Takes a server connection (see [`crate::pool::checkout`]).

@@ -19,7 +19,14 @@ pub struct Scan {
     pub heads: Vec<String>,
 }
 
+/// How the server lexes: MySQL's defaults (backslash escapes, `"` quotes strings).
 pub fn scan(sql: &str) -> Scan {
+    scan_with(sql, true, false)
+}
+
+/// Scans under the session's `sql_mode`: `backslash_escapes` (no NO_BACKSLASH_ESCAPES),
+/// `ansi_quotes` (ANSI_QUOTES: `"` quotes identifiers, where backslashes do not escape).
+pub fn scan_with(sql: &str, backslash_escapes: bool, ansi_quotes: bool) -> Scan {
     let b = sql.as_bytes();
     let mut out = Scan::default();
     let mut i = 0;
@@ -32,7 +39,8 @@ pub fn scan(sql: &str) -> Scan {
         match c {
             b'\'' | b'"' | b'`' => {
                 let start = i + 1;
-                i = skip_quoted(b, i);
+                let escapes = backslash_escapes && c != b'`' && !(c == b'"' && ansi_quotes);
+                i = skip_quoted(b, i, escapes);
                 if !in_statement {
                     in_statement = true;
                     out.statements += 1;
@@ -135,11 +143,11 @@ pub fn scan(sql: &str) -> Scan {
     out
 }
 
-fn skip_quoted(b: &[u8], start: usize) -> usize {
+fn skip_quoted(b: &[u8], start: usize, escapes: bool) -> usize {
     let q = b[start];
     let mut i = start + 1;
     while i < b.len() {
-        if b[i] == b'\\' && q != b'`' {
+        if b[i] == b'\\' && escapes {
             i += 2;
             continue;
         }
@@ -184,6 +192,19 @@ mod tests {
         assert_eq!(scan("SELECT 1 /*!; DROP TABLE t */").statements, 2);
         assert_eq!(scan("  ;  ; ").statements, 0);
         assert_eq!(scan("SELECT 'it''s;'; x").statements, 2);
+    }
+
+    #[test]
+    fn follows_the_sql_mode() {
+        let nbe = r"SELECT 'a\'; USE other; SELECT '\'";
+        assert_eq!(scan(nbe).statements, 1);
+        assert_eq!(scan_with(nbe, false, false).statements, 3);
+        let ansi = r#"SELECT "a\"; USE other; SELECT "\""#;
+        assert_eq!(scan(ansi).statements, 1);
+        assert_eq!(
+            scan_with(ansi, true, true).heads,
+            ["SELECT", "USE OTHER", "SELECT"]
+        );
     }
 
     #[test]

@@ -280,6 +280,8 @@ pub fn explain(
             dialect,
             search_path: &[],
             database: &database,
+            lexing: Default::default(),
+            fold_table_names: true,
         },
     ) {
         Ok(stmts) => {

@@ -11,7 +11,9 @@ use policies::{AccessRequest, Action, Decision, Policy};
 
 use super::{AccessState, Denial, Permit};
 use crate::audit::PendingEvent;
-use crate::classify::{self, Access, Classified, Dialect, Effect, Scope};
+use crate::classify::{
+    self, ascii_safe_encoding, Access, Classified, Dialect, Effect, Lexing, Scope,
+};
 
 /// Audit events a session holds for statements prepared and not yet run.
 const MAX_PENDING_EVENTS: usize = 64;
@@ -40,6 +42,20 @@ pub struct SessionPolicy {
     /// A settings change whose fate or reach is unknown happened (inside a transaction,
     /// or an unclassified statement): the cache is not used again in this session.
     settings_unknown: bool,
+    /// How the server lexes this session's statements now, and after `sql_mode = DEFAULT`.
+    lexing: Lexing,
+    default_lexing: Lexing,
+    /// MySQL `lower_case_table_names` is not 0: table names compare in lower case.
+    fold_table_names: bool,
+    /// The client's encoding is not ASCII-safe (named): on policy routes every statement
+    /// is refused, since sluice could not lex it as the server does.
+    unsafe_encoding: Option<String>,
+    /// The server's lexing is one sluice does not model (a default sql_mode of modes it
+    /// does not know): on policy routes every statement is refused.
+    lexing_unknown: bool,
+    /// The lexing before a request that changed it, until that request's outcome is
+    /// known (MySQL `SET sql_mode`: a failed SET changes nothing).
+    lexing_before: Option<Lexing>,
 }
 
 impl SessionPolicy {
@@ -64,7 +80,63 @@ impl SessionPolicy {
             cache_on: false,
             settings: String::new(),
             settings_unknown: false,
+            lexing: Lexing::default(),
+            default_lexing: Lexing::default(),
+            fold_table_names: true,
+            unsafe_encoding: None,
+            lexing_unknown: false,
+            lexing_before: None,
         }
+    }
+
+    /// The outcome of the request checked last: a failed one did not change the lexing.
+    pub fn settle(&mut self, ok: bool) {
+        if let Some(before) = self.lexing_before.take() {
+            if !ok {
+                self.lexing = before;
+            }
+        }
+    }
+
+    /// The server lexes in a way sluice does not model: refuse every statement on policy
+    /// routes.
+    pub fn unknown_lexing(&mut self) {
+        self.lexing_unknown = true;
+    }
+
+    /// Starts from the backend's lexing settings and name folding (MySQL: its `sql_mode`
+    /// and `lower_case_table_names`).
+    pub fn with_lexing(mut self, lexing: Lexing, fold_table_names: bool) -> SessionPolicy {
+        self.lexing = lexing;
+        self.default_lexing = lexing;
+        self.fold_table_names = fold_table_names;
+        self
+    }
+
+    /// The client's encoding (PostgreSQL `client_encoding`, MySQL character set), from
+    /// the startup packet, the handshake or the server's report.
+    pub fn client_encoding(&mut self, name: &str) {
+        self.unsafe_encoding = (!ascii_safe_encoding(self.dialect, name)).then(|| name.to_string());
+    }
+
+    /// A setting the server reported (PostgreSQL ParameterStatus): the server's word is
+    /// what later statements are lexed under.
+    pub fn server_reported(&mut self, name: &str, value: &str) {
+        if name.eq_ignore_ascii_case("standard_conforming_strings") {
+            self.lexing.standard_strings = Some(value.eq_ignore_ascii_case("on"));
+        } else if name.eq_ignore_ascii_case("client_encoding") {
+            self.client_encoding(value);
+        }
+    }
+
+    /// MySQL: whether the server reports NO_BACKSLASH_ESCAPES (status flags).
+    pub fn server_backslash_escapes(&mut self, escapes: bool) {
+        self.lexing.backslash_escapes = escapes;
+    }
+
+    /// How the server lexes this session's statements now.
+    pub fn lexing(&self) -> Lexing {
+        self.lexing
     }
 
     /// Turns on classification for the read cache, starting the settings digest from
@@ -141,6 +213,8 @@ impl SessionPolicy {
             dialect: self.dialect,
             search_path: &self.search_path,
             database: &self.database,
+            lexing: self.lexing,
+            fold_table_names: self.fold_table_names,
         }
     }
 
@@ -244,7 +318,48 @@ impl SessionPolicy {
     }
 
     fn decide(&self, policy: &Policy, statements: &[Classified]) -> Result<(), Denial> {
+        if self.lexing_unknown {
+            return Err(Denial {
+                access: Some(Access {
+                    action: policies::Action::Admin,
+                    object: "sql_mode".into(),
+                }),
+                reason: "the server's sql_mode has modes whose lexing sluice does not model".into(),
+            });
+        }
+        if let Some(enc) = &self.unsafe_encoding {
+            return Err(Denial {
+                access: Some(Access {
+                    action: policies::Action::Admin,
+                    object: "client_encoding".into(),
+                }),
+                reason: format!(
+                    "the session's client encoding {enc} is not ASCII-safe: sluice cannot \
+                     read statements in it as the server does"
+                ),
+            });
+        }
         for stmt in statements {
+            for e in &stmt.effects {
+                let refused = match e {
+                    Effect::Set { name, value, .. } => self.refuse_setting(name, value.as_deref()),
+                    Effect::Database(text) => Some(Denial {
+                        access: Some(Access {
+                            action: policies::Action::Session,
+                            object: "database".into(),
+                        }),
+                        reason: format!(
+                            "{text}: a switch of database is accepted only alone (USE or \
+                             COM_INIT_DB from a MySQL client), where sluice checks it and \
+                             switches routes"
+                        ),
+                    }),
+                    _ => None,
+                };
+                if let Some(d) = refused {
+                    return Err(d);
+                }
+            }
             let prepared;
             let accesses: &[Access] = match &stmt.executes {
                 Some(name) => match self.prepared.get(name) {
@@ -317,11 +432,110 @@ impl SessionPolicy {
                         self.prepared.remove(name);
                     }
                     Effect::Deallocate(None) => self.prepared.clear(),
+                    Effect::Set { name, value, local } => {
+                        self.apply_setting(name, value.as_deref(), uncertain || *local)
+                    }
+                    Effect::Database(_) => {}
                 }
             }
         }
     }
 }
+
+impl SessionPolicy {
+    /// Follows a setting that changes how later statements are lexed.
+    fn apply_setting(&mut self, name: &str, value: Option<&str>, uncertain: bool) {
+        match (self.dialect, name) {
+            (Dialect::Postgres, "standard_conforming_strings") => {
+                // unknown until the server's ParameterStatus says (the SET may fail, or
+                // its transaction roll back)
+                let _ = (value, uncertain);
+                self.lexing.standard_strings = None;
+            }
+            (Dialect::Mysql, "sql_mode") => {
+                let next = match value {
+                    Some(v) if v.eq_ignore_ascii_case("default") => Some(self.default_lexing),
+                    Some(v) => Lexing::from_sql_mode(v),
+                    None => None,
+                };
+                // an unknown mode was refused on policy routes; elsewhere assume the
+                // mode that makes the most text opaque to sluice's scanner
+                self.lexing_before.get_or_insert(self.lexing);
+                self.lexing = next.unwrap_or(Lexing {
+                    ansi_quotes: true,
+                    ..self.lexing
+                });
+            }
+            (_, n) if ENCODING_SETTINGS.contains(&n) => match value {
+                Some(v) if v.eq_ignore_ascii_case("default") => self.unsafe_encoding = None,
+                Some(v) => self.client_encoding(v),
+                None => self.unsafe_encoding = Some("(unknown)".into()),
+            },
+            _ => {}
+        }
+    }
+
+    /// Why a permitted-looking setting is refused: one that would make sluice lex later
+    /// statements differently from the server.
+    fn refuse_setting(&self, name: &str, value: Option<&str>) -> Option<Denial> {
+        let deny = |action, object: &str, reason: String| {
+            Some(Denial {
+                access: Some(Access {
+                    action,
+                    object: object.to_string(),
+                }),
+                reason,
+            })
+        };
+        match (self.dialect, name, value) {
+            (_, n, v) if ENCODING_SETTINGS.contains(&n) => {
+                let safe = v.is_some_and(|v| {
+                    v.eq_ignore_ascii_case("default") || ascii_safe_encoding(self.dialect, v)
+                });
+                (!safe).then_some(()).and_then(|()| {
+                    deny(
+                        policies::Action::Admin,
+                        "client_encoding",
+                        format!(
+                            "client encoding {} is not ASCII-safe: sluice cannot read                              statements in it as the server does",
+                            v.unwrap_or("(an expression)")
+                        ),
+                    )
+                })
+            }
+            (Dialect::Mysql, "sql_mode", v) => {
+                let known = v.is_some_and(|v| {
+                    v.eq_ignore_ascii_case("default") || Lexing::from_sql_mode(v).is_some()
+                });
+                (!known).then_some(()).and_then(|()| {
+                    deny(
+                        policies::Action::Session,
+                        "sql_mode",
+                        "sluice follows sql_mode only when it is set to a literal list of \
+                         modes it knows"
+                            .into(),
+                    )
+                })
+            }
+            (Dialect::Postgres, "standard_conforming_strings", None) => deny(
+                policies::Action::Session,
+                "standard_conforming_strings",
+                "sluice follows standard_conforming_strings only when it is set to a literal"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Settings that name the client's encoding.
+const ENCODING_SETTINGS: &[&str] = &[
+    "client_encoding",
+    "names",
+    "character_set_client",
+    "character set",
+    "charset",
+];
 
 impl Drop for SessionPolicy {
     /// A session that ends mid-request still writes one event per decision.

@@ -10,6 +10,8 @@ fn stmts(sql: &str) -> Vec<Classified> {
             dialect: Dialect::Postgres,
             search_path: &[],
             database: "",
+            lexing: Default::default(),
+            fold_table_names: true,
         },
     )
     .unwrap()

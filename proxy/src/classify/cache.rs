@@ -100,6 +100,15 @@ fn key(kind: u8, text: &str, scope: &Scope<'_>) -> String {
         Dialect::Mysql => 'm',
         Dialect::Sqlite => 's',
     });
+    let l = &scope.lexing;
+    k.push(match l.standard_strings {
+        Some(true) => 't',
+        Some(false) => 'f',
+        None => 'u',
+    });
+    k.push(if l.ansi_quotes { 'a' } else { '-' });
+    k.push(if l.backslash_escapes { 'b' } else { '-' });
+    k.push(if scope.fold_table_names { 'l' } else { '-' });
     for schema in scope.search_path {
         k.push_str(schema);
         k.push('\u{1}');
@@ -211,6 +220,8 @@ mod tests {
             dialect: Dialect::Postgres,
             search_path: &path,
             database: "",
+            lexing: Default::default(),
+            fold_table_names: true,
         };
         let a = cache
             .classify("SELECT * FROM t WHERE id = 1", &scope)

@@ -8,9 +8,11 @@
 //! scope where it is visible).
 
 mod cache;
+mod lex;
 mod walk;
 
 pub use cache::ClassifyCache;
+pub use lex::{ascii_safe_encoding, Lexing};
 
 use policies::Action;
 use sqlparser::ast::Statement;
@@ -33,6 +35,11 @@ pub struct Scope<'a> {
     pub search_path: &'a [String],
     /// MySQL: the current database.
     pub database: &'a str,
+    /// How the server lexes the session's statements.
+    pub lexing: Lexing,
+    /// MySQL: table and database names are compared in lower case
+    /// (`lower_case_table_names` 1 or 2); with 0 they are case-sensitive.
+    pub fold_table_names: bool,
 }
 
 /// One access a statement makes.
@@ -52,6 +59,17 @@ pub enum Effect {
     Prepare { name: String, accesses: Vec<Access> },
     /// SQL-level `DEALLOCATE name` (None: all).
     Deallocate(Option<String>),
+    /// `USE db` (MySQL): the statement, for the refusal (a switch of database is
+    /// accepted only alone, where the frontend switches routes).
+    Database(String),
+    /// `SET name = value` of one setting (lower case, without `@@` or a scope): the
+    /// value when it is a literal (an identifier, a string, a number, DEFAULT), None
+    /// when it is an expression sluice does not evaluate.
+    Set {
+        name: String,
+        value: Option<String>,
+        local: bool,
+    },
 }
 
 /// One classified statement.
@@ -74,12 +92,14 @@ pub struct Unsupported(pub String);
 
 /// Classifies every statement of one request (a simple query may hold several).
 pub fn classify(sql: &str, scope: &Scope<'_>) -> Result<Vec<Classified>, Unsupported> {
-    if scope.dialect == Dialect::Mysql && has_executable_comment(sql) {
-        return Err(Unsupported(
-            "MySQL executable comments (/*! ... */) are not supported by access policy".into(),
-        ));
+    // lexed as the server will lex it under the session's settings
+    let sql = lex::normalize(sql, scope.dialect, &scope.lexing)?;
+    if scope.dialect == Dialect::Mysql {
+        if let Some(prepared) = mysql_prepare_from(&sql, scope)? {
+            return Ok(vec![prepared]);
+        }
     }
-    let statements = parse(sql, scope.dialect)?;
+    let statements = parse(&sql, scope.dialect)?;
     let mut path = scope.search_path.to_vec();
     let mut out = Vec::with_capacity(statements.len());
     for s in &statements {
@@ -93,8 +113,22 @@ pub fn classify(sql: &str, scope: &Scope<'_>) -> Result<Vec<Classified>, Unsuppo
         // A later statement of the same request resolves names under the search_path an
         // earlier one set; the old schemas stay candidates (the SET may not take effect).
         for e in &c.effects {
-            if let Effect::SearchPath { schemas, .. } = e {
-                path = next_search_path(&path, schemas, true);
+            match e {
+                Effect::SearchPath { schemas, .. } => {
+                    path = next_search_path(&path, schemas, true);
+                }
+                // MySQL lexes each statement of a request after the previous one ran,
+                // and whether the SET took effect is known only from the request's outcome
+                Effect::Set { name, .. }
+                    if scope.dialect == Dialect::Mysql
+                        && LEXING_SETTINGS.contains(&name.as_str())
+                        && statements.len() > 1 =>
+                {
+                    return Err(Unsupported(format!(
+                        "a statement that sets {name} must be sent alone"
+                    )));
+                }
+                _ => {}
             }
         }
         out.push(c);
@@ -138,6 +172,60 @@ pub fn split_search_path(v: &str) -> Vec<String> {
         .collect()
 }
 
+/// MySQL `PREPARE name FROM 'text'` (a request of that one statement, which sqlparser
+/// does not parse): the text is classified as what running the statement will access.
+fn mysql_prepare_from(sql: &str, scope: &Scope<'_>) -> Result<Option<Classified>, Unsupported> {
+    let t = sql.trim().trim_end_matches(';').trim_end();
+    let mut words = t
+        .splitn(4, |c: char| c.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    let (Some(prepare), Some(name), Some(from)) = (words.next(), words.next(), words.next()) else {
+        return Ok(None);
+    };
+    if !prepare.eq_ignore_ascii_case("prepare") || !from.eq_ignore_ascii_case("from") {
+        return Ok(None);
+    }
+    let Some(rest) = words.next().map(str::trim) else {
+        return Ok(None);
+    };
+    // the normalized text writes every string as one canonical '...' literal
+    let Some(body) = rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) else {
+        return Err(Unsupported(
+            "PREPARE ... FROM takes a string literal through sluice (not a variable)".into(),
+        ));
+    };
+    let text = lex::mysql_unescape(body)
+        .ok_or_else(|| Unsupported("PREPARE ... FROM takes one string literal".into()))?;
+    let name = name.trim_matches('`').to_lowercase();
+    let inner = classify(&text, scope)?;
+    let [inner] = inner.as_slice() else {
+        return Err(Unsupported(
+            "a prepared statement holds one statement".into(),
+        ));
+    };
+    Ok(Some(Classified {
+        action: Action::Session,
+        accesses: Vec::new(),
+        effects: vec![Effect::Prepare {
+            name,
+            accesses: inner.accesses.clone(),
+        }],
+        executes: None,
+        deterministic: false,
+    }))
+}
+
+/// Settings that change how the server lexes later statements.
+pub const LEXING_SETTINGS: &[&str] = &[
+    "sql_mode",
+    "standard_conforming_strings",
+    "character_set_client",
+    "client_encoding",
+    "names",
+    "character set",
+    "charset",
+];
+
 /// Parses with the backend's dialect.
 pub fn parse(sql: &str, dialect: Dialect) -> Result<Vec<Statement>, Unsupported> {
     let d: &dyn SqlDialect = match dialect {
@@ -146,34 +234,6 @@ pub fn parse(sql: &str, dialect: Dialect) -> Result<Vec<Statement>, Unsupported>
         Dialect::Sqlite => &SQLiteDialect {},
     };
     Parser::parse_sql(d, sql).map_err(|e| Unsupported(format!("cannot parse statement: {e}")))
-}
-
-/// `/*!` or `/*M!` outside string literals: MySQL runs what such a comment holds.
-fn has_executable_comment(sql: &str) -> bool {
-    let b = sql.as_bytes();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    while i < b.len() {
-        let c = b[i];
-        match quote {
-            Some(q) => {
-                if c == b'\\' {
-                    i += 1;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if matches!(c, b'\'' | b'"' | b'`') {
-                    quote = Some(c);
-                } else if c == b'/' && (b[i..].starts_with(b"/*!") || b[i..].starts_with(b"/*M!")) {
-                    return true;
-                }
-            }
-        }
-        i += 1;
-    }
-    false
 }
 
 #[cfg(test)]

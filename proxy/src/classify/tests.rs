@@ -13,6 +13,8 @@ fn pg_path(sql: &str, path: &[String]) -> Vec<String> {
             dialect: Dialect::Postgres,
             search_path: path,
             database: "",
+            lexing: Default::default(),
+            fold_table_names: true,
         },
     )
 }
@@ -24,6 +26,8 @@ fn my(sql: &str) -> Vec<String> {
             dialect: Dialect::Mysql,
             search_path: &[],
             database: "App",
+            lexing: Default::default(),
+            fold_table_names: true,
         },
     )
 }
@@ -264,15 +268,17 @@ fn search_path_decides_unqualified_names() {
             dialect: Dialect::Postgres,
             search_path: &[],
             database: "",
+            lexing: Default::default(),
+            fold_table_names: true,
         },
     )
     .unwrap();
     assert_eq!(
-        stmts[0].effects,
-        vec![Effect::SearchPath {
+        stmts[0].effects[0],
+        Effect::SearchPath {
             schemas: vec!["other".into(), "Mixed".into()],
             local: false
-        }]
+        }
     );
     let stmts = classify(
         "SET LOCAL search_path = 'a, b'",
@@ -280,15 +286,17 @@ fn search_path_decides_unqualified_names() {
             dialect: Dialect::Postgres,
             search_path: &[],
             database: "",
+            lexing: Default::default(),
+            fold_table_names: true,
         },
     )
     .unwrap();
     assert_eq!(
-        stmts[0].effects,
-        vec![Effect::SearchPath {
+        stmts[0].effects[0],
+        Effect::SearchPath {
             schemas: vec!["a".into(), "b".into()],
             local: true
-        }]
+        }
     );
 }
 
@@ -298,6 +306,8 @@ fn sql_level_prepare_is_classified_by_its_body() {
         dialect: Dialect::Postgres,
         search_path: &[],
         database: "",
+        lexing: Default::default(),
+        fold_table_names: true,
     };
     let stmts = classify("PREPARE p (int) AS DELETE FROM t WHERE id = $1", &scope).unwrap();
     assert_eq!(stmts[0].action, Action::Session);
@@ -340,12 +350,12 @@ fn mysql_names_fold_and_qualify_by_database() {
         ("SELECT '/*!' AS s", &["select:"]),
         ("SELECT @@version_comment LIMIT 1", &["select:"]),
         ("SELECT DATABASE()", &["select:"]),
-        ("SET NAMES utf8mb4", &["session: session *"]),
+        ("SET NAMES utf8mb4", &["session: session names"]),
         ("SET autocommit = 1", &["session: session autocommit"]),
-        ("SHOW TABLES", &["session: session *"]),
+        ("SHOW TABLES", &["select: select app.*"]),
         ("SHOW PROCESSLIST", &["admin: admin *"]),
         ("DESCRIBE orders", &["select: select app.orders"]),
-        ("USE other", &["session: session *"]),
+        ("USE other", &["session: session database"]),
         (
             "SELECT load_file('/etc/passwd')",
             &["admin: admin load_file"],
@@ -377,6 +387,8 @@ fn determinism() {
                 dialect,
                 search_path: &[],
                 database: "app",
+                lexing: Default::default(),
+                fold_table_names: true,
             },
         )
         .unwrap();
@@ -419,4 +431,191 @@ fn determinism() {
     ] {
         assert!(!my(sql), "{sql}");
     }
+}
+
+#[test]
+fn mysql_show_set_and_use_are_classified_by_what_they_reveal_or_change() {
+    let cases: &[(&str, &[&str])] = &[
+        ("SHOW GRANTS", &["admin: admin *"]),
+        ("SHOW GRANTS FOR root", &["admin: admin *"]),
+        ("SHOW DATABASES", &["admin: admin *"]),
+        ("SHOW TABLES", &["select: select app.*"]),
+        ("SHOW FULL TABLES", &["select: select app.*"]),
+        ("SHOW TABLES FROM other", &["select: select other.*"]),
+        ("SHOW TABLE STATUS", &["select: select app.*"]),
+        ("SHOW TABLE STATUS FROM other", &["select: select other.*"]),
+        ("SHOW INDEX FROM t", &["select: select app.t"]),
+        ("SHOW INDEX FROM other.t", &["select: select other.t"]),
+        ("SHOW KEYS FROM t FROM other", &["select: select other.t"]),
+        ("SHOW COLUMNS FROM t", &["select: select app.t"]),
+        (
+            "SHOW FULL COLUMNS FROM other.t",
+            &["select: select other.t"],
+        ),
+        ("SHOW CREATE TABLE t", &["select: select app.t"]),
+        ("SHOW ENGINE INNODB STATUS", &["admin: admin *"]),
+        ("SHOW PROCEDURE STATUS", &["admin: admin *"]),
+        ("SHOW GLOBAL VARIABLES", &["admin: admin *"]),
+        ("SHOW GLOBAL STATUS", &["admin: admin *"]),
+        ("SHOW BINARY LOGS", &["admin: admin *"]),
+        ("SHOW WARNINGS", &["session: session *"]),
+        ("SHOW VARIABLES LIKE 'x'", &["session: session *"]),
+        ("SET GLOBAL read_only = 1", &["admin: admin read_only"]),
+        ("SET @@global.read_only = 1", &["admin: admin read_only"]),
+        ("SET @@GLOBAL.read_only = 1", &["admin: admin read_only"]),
+        (
+            "SET @x = 1, @@global.read_only = 1",
+            &["admin: admin read_only session @x"],
+        ),
+        ("SET PASSWORD = 'x'", &["admin: admin password"]),
+        ("SET PASSWORD FOR bob = 'x'", &["unsupported"]),
+        ("SET sql_mode = 'ANSI'", &["session: session sql_mode"]),
+        (
+            "SET @@session.sql_mode = 'ANSI'",
+            &["session: session sql_mode"],
+        ),
+        ("SET sql_mode = 'ANSI'; SELECT 1", &["unsupported"]),
+        ("SELECT 1; SET NAMES gbk", &["unsupported"]),
+        (
+            "SELECT 1; USE other",
+            &["select:", "session: session database"],
+        ),
+        ("EXECUTE s USING @a", &["execute:"]),
+        ("PREPARE s FROM 'SELECT * FROM orders'", &["session:"]),
+        ("PREPARE s FROM @q", &["unsupported"]),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(my(sql), *want, "{sql}");
+    }
+    let Ok(p) = classify(
+        "PREPARE s FROM 'SELECT * FROM orders WHERE a = \\'x\\''",
+        &Scope {
+            dialect: Dialect::Mysql,
+            search_path: &[],
+            database: "app",
+            lexing: Default::default(),
+            fold_table_names: true,
+        },
+    ) else {
+        panic!("PREPARE FROM a literal is classified");
+    };
+    let Effect::Prepare { name, accesses } = &p[0].effects[0] else {
+        panic!("a PREPARE effect");
+    };
+    assert_eq!(name, "s");
+    assert_eq!(accesses[0].object, "app.orders");
+}
+
+#[test]
+fn mysql_table_names_fold_as_the_server_does() {
+    let scope = |fold| Scope {
+        dialect: Dialect::Mysql,
+        search_path: &[],
+        database: "App",
+        lexing: Default::default(),
+        fold_table_names: fold,
+    };
+    let sql = "SELECT * FROM Orders JOIN App.Items ON 1 WHERE UPPER(x) = COUNT(1)";
+    assert_eq!(
+        describe(sql, &scope(true)),
+        ["select: select app.items select app.orders"]
+    );
+    assert_eq!(
+        describe(sql, &scope(false)),
+        ["select: select App.Items select App.Orders"]
+    );
+}
+
+#[test]
+fn postgres_identity_settings_and_table_functions() {
+    let cases: &[(&str, &[&str])] = &[
+        ("SET \"role\" TO x", &["admin: admin role"]),
+        ("SET role = x", &["admin: admin role"]),
+        ("SET ROLE x", &["admin: admin *"]),
+        ("RESET ROLE", &["admin: admin *"]),
+        ("RESET SESSION AUTHORIZATION", &["admin: admin *"]),
+        ("RESET ALL", &["admin: admin *"]),
+        (
+            "SET session_authorization = x",
+            &["admin: admin session_authorization"],
+        ),
+        ("SET SESSION AUTHORIZATION x", &["admin: admin *"]),
+        (
+            "SELECT set_config('role', 'x', false)",
+            &["admin: admin set_config"],
+        ),
+        ("RESET work_mem", &["session: session work_mem"]),
+        (
+            "SELECT * FROM LATERAL pg_ls_dir('.')",
+            &["admin: admin pg_ls_dir"],
+        ),
+        (
+            "SELECT * FROM t, LATERAL pg_ls_dir('.') AS x",
+            &["admin: admin pg_ls_dir select public.t"],
+        ),
+        (
+            "SELECT * FROM pg_ls_dir('.') WITH ORDINALITY",
+            &["admin: admin pg_ls_dir"],
+        ),
+        (
+            "SELECT * FROM t, LATERAL myfunc(t.a)",
+            &["select: execute public.myfunc select public.t"],
+        ),
+        (
+            "SELECT * FROM query_to_xml('select 1', true, true, '')",
+            &["admin: admin query_to_xml"],
+        ),
+        ("SELECT * FROM nextval('s')", &["select: update public.s"]),
+        ("SELECT * FROM ROWS FROM (pg_ls_dir('.'))", &["unsupported"]),
+        ("SHOW search_path", &["session: session search_path"]),
+        ("SHOW ALL", &["session: session *"]),
+        ("SELECT x FROM generate_series(1, 3) AS x", &["select:"]),
+        ("SELECT U&'\\0061'", &["unsupported"]),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(pg(sql), *want, "{sql}");
+    }
+}
+
+#[test]
+fn statements_are_lexed_under_the_sessions_settings() {
+    let attack = r"SELECT 'a\' , ' , (SELECT secret FROM hidden) --'";
+    let pg_scope = |standard| Scope {
+        dialect: Dialect::Postgres,
+        search_path: &[],
+        database: "",
+        lexing: Lexing {
+            standard_strings: standard,
+            ..Lexing::default()
+        },
+        fold_table_names: true,
+    };
+    assert_eq!(describe(attack, &pg_scope(Some(true))), ["select:"]);
+    assert_eq!(
+        describe(attack, &pg_scope(Some(false))),
+        ["select: select public.hidden"]
+    );
+    assert_eq!(describe(attack, &pg_scope(None)), ["unsupported"]);
+    let my_scope = |ansi, escapes| Scope {
+        dialect: Dialect::Mysql,
+        search_path: &[],
+        database: "app",
+        lexing: Lexing {
+            ansi_quotes: ansi,
+            backslash_escapes: escapes,
+            ..Lexing::default()
+        },
+        fold_table_names: true,
+    };
+    let ansi = r#"SELECT "a\", ", (SELECT secret FROM hidden) -- ""#;
+    assert_eq!(describe(ansi, &my_scope(true, true)), ["select:"]);
+    assert_eq!(
+        describe(ansi, &my_scope(false, true)),
+        ["select: select app.hidden"]
+    );
+    let nbe = r"SELECT 'a\', (SELECT secret FROM hidden), '\'";
+    assert_eq!(
+        describe(nbe, &my_scope(false, false)),
+        ["select: select app.hidden"]
+    );
 }

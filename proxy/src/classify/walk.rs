@@ -12,6 +12,7 @@ use sqlparser::ast::{
 use super::{Access, Classified, Dialect, Effect, Scope, Unsupported};
 
 mod functions;
+mod show;
 mod statements;
 
 pub(super) fn classify_one(stmt: &Statement, scope: &Scope<'_>) -> Result<Classified, Unsupported> {
@@ -103,6 +104,7 @@ impl Scope<'_> {
     fn fold(&self, ident: &ast::Ident) -> String {
         match self.dialect {
             Dialect::Postgres if ident.quote_style.is_some() => ident.value.clone(),
+            Dialect::Mysql if !self.fold_table_names => ident.value.clone(),
             _ => ident.value.to_lowercase(),
         }
     }
@@ -133,7 +135,10 @@ impl Scope<'_> {
                     path.into_iter().map(|s| format!("{s}.{t}")).collect()
                 }
             }
-            (Dialect::Mysql, [t]) => vec![format!("{}.{t}", self.database.to_lowercase())],
+            (Dialect::Mysql, [t]) if self.fold_table_names => {
+                vec![format!("{}.{t}", self.database.to_lowercase())]
+            }
+            (Dialect::Mysql, [t]) => vec![format!("{}.{t}", self.database)],
             (Dialect::Sqlite, [t]) => vec![format!("main.{t}")],
             (_, parts) => {
                 let n = parts.len();
@@ -247,6 +252,10 @@ impl Visitor for Walk<'_, '_> {
             return ControlFlow::Break(());
         }
         self.statement(stmt);
+        if show::is_show(stmt) {
+            // SHOW's names are not relations read: show() checked them
+            return ControlFlow::Break(());
+        }
         if let Statement::Prepare { .. } = stmt {
             // The prepared statement was classified on its own; its parts are not
             // accesses of the PREPARE itself.
@@ -306,6 +315,15 @@ impl Visitor for Walk<'_, '_> {
     }
 
     fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Function { name, args, .. } = f {
+            // FROM [LATERAL] f(...)
+            let args = ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: args.clone(),
+                clauses: Vec::new(),
+            });
+            self.function(name, Some(&args));
+        }
         if let TableFactor::Table {
             name,
             args: Some(args),

@@ -11,6 +11,7 @@ mod harness;
 mod login;
 mod mysql;
 mod policy;
+mod policy_lexing;
 mod pooling;
 mod queries;
 mod relay;

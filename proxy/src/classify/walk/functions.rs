@@ -11,7 +11,16 @@ use crate::classify::parse;
 
 impl Walk<'_, '_> {
     pub(super) fn function(&mut self, name: &ObjectName, args: Option<&ast::FunctionArguments>) {
-        let n = self.scope.name(name);
+        // function names are case-insensitive (even where table names are not)
+        let n: Vec<String> = self
+            .scope
+            .name(name)
+            .into_iter()
+            .map(|p| match self.scope.dialect {
+                crate::classify::Dialect::Mysql => p.to_lowercase(),
+                _ => p,
+            })
+            .collect();
         let base = n.last().map(String::as_str).unwrap_or("");
         let catalog = n.len() == 2 && matches!(n[0].as_str(), "pg_catalog" | "information_schema");
         let qualified_ok = n.len() == 1 || catalog;

@@ -187,27 +187,7 @@ impl Walk<'_, '_> {
                 self.set_action(Select);
                 self.on_name(Select, table_name);
             }
-            Statement::ShowCreate { obj_name, .. } => {
-                self.set_action(Select);
-                self.on_name(Select, obj_name);
-            }
-            Statement::ShowProcessList { .. } => {
-                self.set_action(Admin);
-                self.access(Admin, "*");
-            }
-            Statement::ShowVariable { .. }
-            | Statement::ShowVariables { .. }
-            | Statement::ShowStatus { .. }
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::ShowDatabases { .. }
-            | Statement::ShowSchemas { .. }
-            | Statement::ShowCollation { .. }
-            | Statement::ShowCharset(_)
-            | Statement::ShowFunctions { .. } => {
-                self.set_action(Session);
-                self.access(Session, "*");
-            }
+            s if super::show::is_show(s) => self.show(s),
             Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
@@ -217,7 +197,8 @@ impl Walk<'_, '_> {
                 self.access(Transaction, "*");
             }
             Statement::Set(set) => self.set(set),
-            Statement::Reset(_) | Statement::Discard { .. } => {
+            Statement::Reset(r) => self.reset(r),
+            Statement::Discard { .. } => {
                 self.set_action(Session);
                 self.access(Session, "*");
                 self.effects.push(Effect::SearchPath {
@@ -225,9 +206,11 @@ impl Walk<'_, '_> {
                     local: false,
                 });
             }
-            Statement::Use(_) => {
+            Statement::Use(u) => {
                 self.set_action(Session);
-                self.access(Session, "*");
+                self.access(Session, "database");
+                self.effects.push(Effect::Database(u.to_string()));
+                let _ = u;
             }
             Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
                 self.set_action(Select)
@@ -247,7 +230,7 @@ impl Walk<'_, '_> {
                 self.set_action(Session);
                 match classify_one(statement, self.scope) {
                     Ok(inner) => self.effects.push(Effect::Prepare {
-                        name: self.scope.fold(name),
+                        name: name.value.to_lowercase(),
                         accesses: inner.accesses,
                     }),
                     Err(Unsupported(e)) => self.unsupported(e),
@@ -256,16 +239,15 @@ impl Walk<'_, '_> {
             Statement::Execute {
                 name: Some(name),
                 immediate: false,
-                using,
                 ..
-            } if using.is_empty() => {
+            } => {
                 self.set_action(Execute);
-                let n = self.scope.name(name);
-                self.executes = Some(n.join("."));
+                let n: Vec<String> = self.scope.name(name);
+                self.executes = Some(n.join(".").to_lowercase());
             }
             Statement::Deallocate { name, .. } => {
                 self.set_action(Session);
-                let n = self.scope.fold(name);
+                let n = name.value.to_lowercase();
                 self.effects
                     .push(Effect::Deallocate((n != "all").then_some(n)));
             }
@@ -314,45 +296,150 @@ impl Walk<'_, '_> {
         use Action::*;
         self.set_action(Session);
         match set {
-            Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
-                self.action = Some(Admin);
-                self.access(Admin, "*");
-            }
+            Set::SetRole { .. } | Set::SetSessionAuthorization(_) => self.admin(),
             Set::SingleAssignment {
                 scope,
                 variable,
                 values,
                 ..
-            } => {
-                let n = self.scope.name(variable).join(".");
-                if self.scope.dialect == Dialect::Postgres && n == "search_path" {
-                    let local = matches!(scope, Some(ast::ContextModifier::Local));
-                    let schemas = values.iter().flat_map(search_path_value).collect();
-                    self.effects.push(Effect::SearchPath { schemas, local });
-                }
-                self.access(Session, n);
-            }
+            } => self.assign(scope.as_ref(), variable, values),
             Set::MultipleAssignments { assignments } => {
                 for a in assignments {
-                    let n = self.scope.name(&a.name).join(".");
-                    if self.scope.dialect == Dialect::Postgres && n == "search_path" {
-                        self.unsupported("search_path in a multiple assignment".into());
-                    }
-                    self.access(Session, n);
+                    self.assign(a.scope.as_ref(), &a.name, std::slice::from_ref(&a.value));
                 }
             }
             Set::ParenthesizedAssignments { variables, .. } => {
                 for v in variables {
-                    let n = self.scope.name(v).join(".");
-                    if n == "search_path" {
-                        self.unsupported("search_path in a parenthesized assignment".into());
-                    }
-                    self.access(Session, n);
+                    self.assign(None, v, &[]);
                 }
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.setting("names", Some(charset_name.value.clone()), false);
+            }
+            Set::SetNamesDefault {} => self.setting("names", Some("default".into()), false),
+            Set::SetTimeZone { local, .. } => {
+                self.access(Session, "timezone");
+                let _ = local;
             }
             _ => self.access(Session, "*"),
         }
     }
+
+    fn admin(&mut self) {
+        self.action = Some(Action::Admin);
+        self.access(Action::Admin, "*");
+    }
+
+    /// `RESET x`: RESET ROLE, SESSION AUTHORIZATION and ALL change the identity.
+    fn reset(&mut self, r: &ast::ResetStatement) {
+        self.set_action(Action::Session);
+        let name = match &r.reset {
+            ast::Reset::ALL => "all".to_string(),
+            ast::Reset::SessionAuthorization => "session_authorization".to_string(),
+            ast::Reset::ConfigurationParameter(n) => n.to_string().to_lowercase(),
+        };
+        if IDENTITY_SETTINGS.contains(&name.as_str()) || name == "all" {
+            return self.admin();
+        }
+        self.access(Action::Session, name.clone());
+        if name == "search_path" || name == "all" {
+            self.effects.push(Effect::SearchPath {
+                schemas: Vec::new(),
+                local: false,
+            });
+        }
+        self.effects.push(Effect::Set {
+            name,
+            value: Some("default".into()),
+            local: false,
+        });
+    }
+
+    /// One assignment of a SET: a user variable, a session setting, or (`GLOBAL`,
+    /// `@@global.`, identity settings, passwords) an administration action.
+    fn assign(
+        &mut self,
+        scope: Option<&ast::ContextModifier>,
+        variable: &ast::ObjectName,
+        values: &[Expr],
+    ) {
+        // setting names are case-insensitive, quoted or not
+        let parts: Vec<String> = variable
+            .0
+            .iter()
+            .map(|p| match p {
+                ast::ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
+                other => other.to_string().to_lowercase(),
+            })
+            .collect();
+        let mut global = matches!(scope, Some(ast::ContextModifier::Global));
+        let local = matches!(scope, Some(ast::ContextModifier::Local));
+        let mut name: &[String] = &parts;
+        if let Some(first) = parts.first() {
+            match first.as_str() {
+                "@@global" | "@@persist" | "@@persist_only" => {
+                    global = true;
+                    name = &parts[1..];
+                }
+                "@@session" | "@@local" => name = &parts[1..],
+                _ => {}
+            }
+        }
+        let mut n = name.join(".");
+        if self.scope.dialect == Dialect::Mysql {
+            if n.starts_with('@') && !n.starts_with("@@") {
+                // a user variable
+                self.access(Action::Session, n);
+                return;
+            }
+            n = n.trim_start_matches("@@").to_string();
+        }
+        let value = setting_value(values);
+        let admin = global
+            || IDENTITY_SETTINGS.contains(&n.as_str())
+            || (self.scope.dialect == Dialect::Mysql && n == "password");
+        if admin {
+            self.set_action(Action::Admin);
+            self.action = Some(Action::Admin);
+            self.access(Action::Admin, n);
+            return;
+        }
+        if self.scope.dialect == Dialect::Postgres && n == "search_path" {
+            let schemas = values.iter().flat_map(search_path_value).collect();
+            self.effects.push(Effect::SearchPath { schemas, local });
+        }
+        self.setting(&n, value, local);
+    }
+
+    fn setting(&mut self, name: &str, value: Option<String>, local: bool) {
+        self.access(Action::Session, name.to_string());
+        self.effects.push(Effect::Set {
+            name: name.to_string(),
+            value,
+            local,
+        });
+    }
+}
+
+/// Settings that change who the session acts as.
+const IDENTITY_SETTINGS: &[&str] = &["role", "session_authorization", "session authorization"];
+
+/// A setting's value when it is written as a literal (several: joined by commas).
+fn setting_value(values: &[Expr]) -> Option<String> {
+    let mut out = Vec::new();
+    for v in values {
+        out.push(match v {
+            Expr::Identifier(i) => i.value.clone(),
+            Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => s.clone(),
+                ast::Value::Number(n, _) => n.to_string(),
+                ast::Value::Boolean(b) => if *b { "on" } else { "off" }.to_string(),
+                _ => return None,
+            },
+            _ => return None,
+        });
+    }
+    (!out.is_empty()).then(|| out.join(","))
 }
 
 /// The schema names in one `SET search_path` value (`a, "B"`, `'a,b'`, DEFAULT).

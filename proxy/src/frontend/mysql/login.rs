@@ -62,6 +62,16 @@ pub struct Login {
     pub capabilities: CapabilityFlags,
     /// The greeting's scramble (COM_CHANGE_USER answers are computed from it).
     pub scramble: [u8; 20],
+    /// The character set the client announced in its handshake.
+    pub charset: String,
+}
+
+/// The character set of a handshake's collation id ("" when unknown).
+fn charset_of(collation: u8) -> String {
+    use mysql_common::collations::{Collation, CollationId};
+    Collation::from(CollationId::from(u16::from(collation)))
+        .charset()
+        .to_string()
 }
 
 /// A random scramble without NUL bytes (it travels NUL-terminated).
@@ -172,6 +182,7 @@ where
         .unwrap_or_else(|| NATIVE.to_vec());
     let data = response.scramble_buf().to_vec();
     let capabilities = client_caps & (caps | CapabilityFlags::CLIENT_SSL);
+    let charset = charset_of(response.collation());
 
     if authenticate(&mut p, state, &user, &scramble, plugin, data, tls).await? {
         // The caller answers OK once it has checked the database and limits.
@@ -182,6 +193,7 @@ where
                 database,
                 capabilities,
                 scramble,
+                charset,
             },
         ))
     } else {

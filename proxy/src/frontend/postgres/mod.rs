@@ -99,7 +99,7 @@ where
         let msg = format!("access denied for user \"{}\": {reason}", login.user);
         return refuse(conn, PgError::fatal("28000", msg)).await;
     }
-    let policy = SessionPolicy::new(
+    let mut policy = SessionPolicy::new(
         &login.user,
         &route.name,
         "postgres",
@@ -109,6 +109,23 @@ where
     )
     .with_search_path(crate::access::startup_search_path(&login.params).as_deref())
     .with_cache(route.cache.is_some(), &login.params);
+    if let Some(encoding) = login.params.get("client_encoding") {
+        policy.client_encoding(encoding);
+    }
+    if let crate::state::BackendHandle::Mysql(pool) = &route.backend {
+        // how the MySQL server reads statements: its sql_mode and name folding
+        match pool.server_facts().await {
+            Ok(f) => {
+                let lexing = crate::classify::Lexing::from_sql_mode(&f.sql_mode);
+                policy =
+                    policy.with_lexing(lexing.unwrap_or_default(), f.lower_case_table_names != 0);
+                if lexing.is_none() {
+                    policy.unknown_lexing();
+                }
+            }
+            Err(e) => return refuse(conn, PgError::from(&e).into_fatal()).await,
+        }
+    }
     let Some(_route_slot) = route.clients.enter() else {
         let msg = format!("too many connections for database \"{}\"", route.name);
         return refuse(conn, PgError::fatal("53300", msg)).await;

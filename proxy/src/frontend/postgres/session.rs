@@ -263,6 +263,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let sql = query.query.clone();
         let outcome = self.backend.execute_batch(query.query).await;
         let ok = outcome.error.is_none();
+        self.policy.settle(ok);
         if outcome.results.is_empty() && ok {
             self.conn.send(&EmptyQueryResponse::new());
         }

@@ -88,6 +88,8 @@ pub(super) struct Session<'a, S> {
     capabilities: CapabilityFlags,
     multi_statements: bool,
     scramble: [u8; 20],
+    /// The character set of the client's handshake.
+    charset: String,
     route: Option<Arc<RouteEntry>>,
     _route_slot: Option<LimitSlot>,
     target: Target,
@@ -149,6 +151,7 @@ where
             .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
         capabilities: login.capabilities,
         scramble: login.scramble,
+        charset: login.charset,
         route: None,
         _route_slot: None,
         target: Target::None,
@@ -368,6 +371,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 format!("Too many connections for database '{db}'"),
             ));
         };
+        // how the server reads statements, for the policy's lexing and name folding
+        let (lexing, fold) = match &route.backend {
+            BackendHandle::Mysql(pool) => match pool.server_facts().await {
+                Ok(f) => (
+                    crate::classify::Lexing::from_sql_mode(&f.sql_mode),
+                    f.lower_case_table_names != 0,
+                ),
+                Err(e) => return Err(MyError::from(&e)),
+            },
+            _ => (Some(Default::default()), true),
+        };
         let target = match &route.backend {
             BackendHandle::Mysql(pool) => Target::Mysql {
                 pool: pool.clone(),
@@ -388,17 +402,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.statements.clear();
         self.permits.clear();
         self.target = target;
-        self.policy = Some(
-            SessionPolicy::new(
-                &self.user,
-                &route.name,
-                "mysql",
-                self.peer,
-                route.backend.dialect(),
-                &route.database,
-            )
-            .with_cache(route.cache.is_some(), &Default::default()),
-        );
+        let mut policy = SessionPolicy::new(
+            &self.user,
+            &route.name,
+            "mysql",
+            self.peer,
+            route.backend.dialect(),
+            &route.database,
+        )
+        .with_cache(route.cache.is_some(), &Default::default())
+        .with_lexing(lexing.unwrap_or_default(), fold);
+        policy.client_encoding(&self.charset);
+        if lexing.is_none() {
+            // a server default sql_mode whose lexing sluice does not model
+            policy.unknown_lexing();
+        }
+        self.policy = Some(policy);
         self.cache_writes.clear();
         self.route = Some(route);
         self._route_slot = Some(slot);

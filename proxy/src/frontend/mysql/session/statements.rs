@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use backends::mysql::mysql_async::prelude::Queryable;
-use backends::mysql::scan::{scan, Scan};
+use backends::mysql::scan::{scan_with, Scan};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -13,12 +13,16 @@ use super::super::neutral::client_setup;
 use super::super::results::{stream_binary, stream_text, Vanished};
 use super::super::stmt;
 use super::super::write::{MyError, OkInfo, STATUS_AUTOCOMMIT, STATUS_IN_TRANS};
+
+/// SERVER_STATUS_NO_BACKSLASH_ESCAPES.
+const STATUS_NO_BACKSLASH_ESCAPES: u16 = 0x0200;
 use super::{no_database, server, Flow, Session, Target};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     pub(super) async fn query(&mut self, body: Bytes) -> (Flow, bool) {
         let sql = String::from_utf8_lossy(&body).into_owned();
-        let scanned = scan(&sql);
+        let lexing = self.policy.as_ref().map(|p| p.lexing()).unwrap_or_default();
+        let scanned = scan_with(&sql, lexing.backslash_escapes, lexing.ansi_quotes);
         if scanned.statements > 1 && !self.multi_statements {
             self.error(MyError::new(
                 1064,
@@ -28,6 +32,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             ));
             return (Flow::Continue, false);
         }
+
         let words: Vec<&str> = scanned.words.iter().map(String::as_str).collect();
         match words.as_slice() {
             ["USE", _, ..] if scanned.statements == 1 => {
@@ -56,11 +61,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Ok(p) => p,
             Err(d) => return self.fail(MyError::from(&d)),
         };
+        if scanned.statements > 1 && scanned.heads.iter().any(|h| h.starts_with("USE")) {
+            // a database switch sluice would not follow: routes change only with a USE
+            // alone (policies refuse it above, as a `session` action on `database`)
+            return self.fail(MyError::new(
+                1295,
+                "HY000",
+                "USE is accepted only as a statement of its own through sluice",
+            ));
+        }
         let (answered, fill) = self.cached_query(&sql, &permit, None).await;
         if answered {
             return (Flow::Continue, true);
         }
         let flow = self.run_query(&sql, &scanned, &words).await;
+        if let Some(policy) = self.policy.as_mut() {
+            policy.settle(flow.1);
+        }
         self.cache_fill(fill, flow.1);
         self.settle_writes(&permit, &sql).await;
         flow
@@ -162,8 +179,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         c.broken = true;
                     }
                     if let Some(okp) = c.conn.last_ok_packet() {
-                        self.status =
-                            okp.status_flags().bits() & (STATUS_IN_TRANS | STATUS_AUTOCOMMIT);
+                        let flags = okp.status_flags().bits();
+                        self.status = flags & (STATUS_IN_TRANS | STATUS_AUTOCOMMIT);
+                        if let Some(policy) = self.policy.as_mut() {
+                            // the server says whether backslashes escape
+                            policy
+                                .server_backslash_escapes(flags & STATUS_NO_BACKSLASH_ESCAPES == 0);
+                        }
                     }
                     if c.broken {
                         *conn = None;
@@ -203,7 +225,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             self.error(e);
             return (Flow::Continue, false);
         }
-        let scanned = scan(&sql);
+        let lexing = self.policy.as_ref().map(|p| p.lexing()).unwrap_or_default();
+        let scanned = scan_with(&sql, lexing.backslash_escapes, lexing.ansi_quotes);
         if scanned.statements > 1 {
             self.error(MyError::new(
                 1064,

@@ -172,6 +172,10 @@ where
         }
     }
     let params = relay.greeting_params();
+    for (name, value) in &params {
+        // the server's lexing settings (standard_conforming_strings, client_encoding)
+        relay.policy.server_reported(name, value);
+    }
     if relay.transaction_mode {
         relay.release().await;
     }

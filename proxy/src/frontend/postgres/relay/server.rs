@@ -202,6 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),
         );
+        self.policy.server_reported(&name, &value);
         if self.gucs.reported(&name, &value) {
             if let Some(s) = self.server.as_deref_mut() {
                 if let Some((canonical, _)) = gucs::tracked(&name) {
