@@ -367,9 +367,15 @@ impl SessionPolicy {
                     None => {
                         return Err(Denial {
                             access: None,
-                            reason: format!(
-                                "prepared statement \"{name}\" was not prepared through sluice"
-                            ),
+                            reason: match name.strip_prefix("cursor ") {
+                                Some(c) => {
+                                    format!("cursor \"{c}\" was not declared through sluice")
+                                }
+                                None => format!(
+                                    "prepared statement \"{name}\" was not prepared through \
+                                     sluice"
+                                ),
+                            },
                         })
                     }
                 },

@@ -11,7 +11,7 @@ mod harness;
 mod login;
 mod mysql;
 mod policy;
-mod policy_lexing;
+mod policy_classes;
 mod pooling;
 mod queries;
 mod relay;

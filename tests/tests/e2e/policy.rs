@@ -33,7 +33,7 @@ pub(crate) async fn start_with(extra: String, policy: &str, user_options: &str) 
     config.start().await
 }
 
-fn policy_file(s: &TestSluice) -> std::path::PathBuf {
+pub(crate) fn policy_file(s: &TestSluice) -> std::path::PathBuf {
     let text = std::fs::read_to_string(&s.prepared.path).unwrap();
     let line = text.lines().find(|l| l.starts_with("files = ")).unwrap();
     let path = line

@@ -212,8 +212,23 @@ impl Walk<'_, '_> {
                 self.effects.push(Effect::Database(u.to_string()));
                 let _ = u;
             }
-            Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
-                self.set_action(Select)
+            Statement::Declare { stmts } => {
+                self.set_action(Select);
+                for d in stmts {
+                    self.declare(d);
+                }
+            }
+            Statement::Fetch { name, .. } => {
+                // what the cursor reads, checked again under the current policy
+                self.set_action(Select);
+                self.executes = Some(cursor_key(&self.scope.fold(name)));
+            }
+            Statement::Close { cursor } => {
+                self.set_action(Select);
+                if let ast::CloseCursor::Specific { name } = cursor {
+                    let key = cursor_key(&self.scope.fold(name));
+                    self.effects.push(Effect::Deallocate(Some(key)));
+                }
             }
             _ => return false,
         }
@@ -418,6 +433,32 @@ impl Walk<'_, '_> {
             value,
             local,
         });
+    }
+}
+
+/// The name under which a cursor's accesses are kept with the prepared statements.
+pub(crate) fn cursor_key(name: &str) -> String {
+    format!("cursor {name}")
+}
+
+impl Walk<'_, '_> {
+    /// `DECLARE c CURSOR FOR query`: the query is checked now (the walk visits it) and
+    /// its accesses are kept for every FETCH.
+    fn declare(&mut self, d: &ast::Declare) {
+        let Some(query) = &d.for_query else {
+            return self.unsupported("DECLARE without a query".into());
+        };
+        match classify_one(&Statement::Query(query.clone()), self.scope) {
+            Ok(inner) => {
+                for n in &d.names {
+                    self.effects.push(Effect::Prepare {
+                        name: cursor_key(&self.scope.fold(n)),
+                        accesses: inner.accesses.clone(),
+                    });
+                }
+            }
+            Err(Unsupported(e)) => self.unsupported(e),
+        }
     }
 }
 

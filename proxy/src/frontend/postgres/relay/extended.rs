@@ -176,6 +176,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
         Ok(())
     }
 
+    /// Execute: the portal's statement checked again when policies were reloaded since
+    /// it was bound (a revoked right stops a portal bound before the reload).
+    pub(super) fn recheck_portal(&mut self, frame: &Frame) -> Result<(), crate::access::Denial> {
+        let portal = cstr(frame.body()).map(|(p, _)| p).unwrap_or_default();
+        match self.portal_permits.get_mut(portal) {
+            Some(permit) => self.policy.recheck(&self.state.access(), permit),
+            None => Ok(()),
+        }
+    }
+
     pub(super) async fn bind(&mut self, frame: Frame) {
         self.start_request();
         let Some((portal, _)) = cstr(frame.body()) else {
@@ -187,6 +197,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             .unwrap_or_default();
         if let Err(d) = self.recheck(statement) {
             return self.fail_request(PgError::from(&d), false);
+        }
+        match self.permits.get(statement) {
+            Some(p) => {
+                self.portal_permits.insert(portal.to_vec(), p.clone());
+            }
+            None => {
+                self.portal_permits.remove(portal);
+            }
         }
         let statement = statement.to_vec();
         if self.cached_bind(&frame, &statement, at).await {

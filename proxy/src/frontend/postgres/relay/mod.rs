@@ -100,6 +100,9 @@ struct Relay<'a, S> {
     policy: SessionPolicy,
     /// The policy decision for each client statement, by name ("" is the unnamed one).
     permits: HashMap<Vec<u8>, Permit>,
+    /// The decision of the statement each open portal was bound from, checked again at
+    /// Execute when policies were reloaded since (portals end with their transaction).
+    portal_permits: HashMap<Vec<u8>, Permit>,
     /// Rows the running request returned or changed so far, and whether it executed
     /// anything (for its audit event).
     rows: u64,
@@ -154,6 +157,7 @@ where
         state,
         policy,
         permits: HashMap::new(),
+        portal_permits: HashMap::new(),
         rows: 0,
         executed: false,
         capture: None,
@@ -325,6 +329,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             b'B' => self.bind(frame).await,
             b'D' => self.describe(frame).await,
             b'E' => {
+                if let Err(d) = self.recheck_portal(&frame) {
+                    self.fail_request(PgError::from(&d), false);
+                    return Ok(true);
+                }
                 self.executed = true;
                 if !self.cached_execute(&frame).await {
                     self.before_captured_execute(&frame).await;

@@ -183,6 +183,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     fn ready(&mut self, frame: &Frame) {
         let status = frame.body().first().copied().unwrap_or(b'I');
         self.server_mut().status = status;
+        if status == b'I' {
+            // portals end with their transaction
+            self.portal_permits.clear();
+        }
         self.cache_ready(status);
         self.server_failed = false;
         while let Some(e) = self.expect.pop_front() {

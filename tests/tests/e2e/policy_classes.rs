@@ -11,7 +11,7 @@ use tests::sluice::{my_route, pg_route, TestSluice, PASSWORD};
 
 use crate::policy::{fingerprint, pg_fixture, start_with, APP_POLICY};
 
-async fn pg_denied(client: &tokio_postgres::Client, sql: &str) {
+async fn pg_denied(client: &impl tokio_postgres::GenericClient, sql: &str) {
     let err = client
         .simple_query(sql)
         .await
@@ -258,4 +258,65 @@ async fn mysql_table_names_are_checked_with_the_servers_case_rules() {
     )
     .await;
     assert_eq!(lines, ["1142", "1142", "1142", "ok", "ok"]);
+}
+
+#[tokio::test]
+async fn a_reload_stops_portals_bound_and_cursors_declared_before_it() {
+    let (pg, db, _owner) = pg_fixture().await;
+    let s = start_with(
+        pg_route("shop", pg.port, &db, "session", ""),
+        APP_POLICY,
+        "",
+    )
+    .await;
+    let mut client = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    let stmt = client
+        .prepare("SELECT n FROM app.orders WHERE id = 1")
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    tx.batch_execute("DECLARE c CURSOR FOR SELECT n FROM app.orders")
+        .await
+        .unwrap();
+    // allowed before the reload
+    let rows = tx.simple_query("FETCH 1 FROM c").await.unwrap();
+    assert!(rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+
+    let file = crate::policy::policy_file(&s);
+    let revoked = format!("{APP_POLICY}p, app_rw, *, app.orders, select, deny\n");
+    std::fs::write(&file, revoked).unwrap();
+    let (status, body) = tests::clients::http_post(s.admin, "/reload").await;
+    assert!(status.contains("200"), "{status} {body}");
+
+    let err = tx.query_portal(&portal, 1).await.unwrap_err();
+    assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("42501"));
+    drop(tx);
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("DECLARE d CURSOR FOR SELECT 1")
+        .await
+        .unwrap();
+    tx.simple_query("FETCH 1 FROM d").await.unwrap();
+    drop(tx);
+    let tx = client.transaction().await.unwrap();
+    pg_denied(&tx, "DECLARE c CURSOR FOR SELECT n FROM app.orders").await;
+    drop(tx);
+    // a cursor declared before the reload, fetched after it
+    client
+        .batch_execute("BEGIN; DECLARE e CURSOR FOR SELECT id FROM app.audit")
+        .await
+        .unwrap();
+    std::fs::write(
+        &file,
+        format!("{APP_POLICY}p, app_rw, *, app.audit, select, deny\n"),
+    )
+    .unwrap();
+    let (status, _) = tests::clients::http_post(s.admin, "/reload").await;
+    assert!(status.contains("200"));
+    pg_denied(&client, "FETCH 1 FROM e").await;
+    pg_denied(&client, "FETCH 1 FROM never_declared").await;
 }
