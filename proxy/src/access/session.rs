@@ -56,6 +56,8 @@ pub struct SessionPolicy {
     /// The lexing before a request that changed it, until that request's outcome is
     /// known (MySQL `SET sql_mode`: a failed SET changes nothing).
     lexing_before: Option<Lexing>,
+    /// The request checked last changed settings; its outcome is not known yet.
+    settings_pending: bool,
 }
 
 impl SessionPolicy {
@@ -86,6 +88,7 @@ impl SessionPolicy {
             unsafe_encoding: None,
             lexing_unknown: false,
             lexing_before: None,
+            settings_pending: false,
         }
     }
 
@@ -95,6 +98,11 @@ impl SessionPolicy {
             if !ok {
                 self.lexing = before;
             }
+        }
+        // a failed request that changed settings may have changed some of them (or
+        // none): the cache key cannot follow what the server holds
+        if std::mem::take(&mut self.settings_pending) && !ok {
+            self.settings_unknown = true;
         }
     }
 
@@ -140,7 +148,7 @@ impl SessionPolicy {
     }
 
     /// Turns on classification for the read cache, starting the settings digest from
-    /// the startup parameters (all but the user and application name).
+    /// the startup parameters (all but the user, which the cache scope covers).
     pub fn with_cache(
         mut self,
         on: bool,
@@ -150,7 +158,7 @@ impl SessionPolicy {
         if on {
             let mut text = String::new();
             for (k, v) in startup {
-                if k != "user" && k != "application_name" {
+                if k != "user" {
                     text.push_str(&format!("{}:{k}={}:{v};", k.len(), v.len()));
                 }
             }
@@ -183,11 +191,23 @@ impl SessionPolicy {
             self.settings_unknown = true;
             return;
         }
+        // a function not known to be free of side effects may change settings
+        // (set_config inside it): the session's settings are not known any more
+        let calls = permit.statements.iter().any(|s| {
+            s.accesses
+                .iter()
+                .any(|a| matches!(a.action, Action::Execute | Action::Admin))
+                || s.action == Action::Execute
+        });
+        if calls {
+            self.settings_unknown = true;
+        }
         let changes = permit
             .statements
             .iter()
             .any(|s| matches!(s.action, Action::Session | Action::Admin) || !s.effects.is_empty());
         if changes {
+            self.settings_pending = true;
             if in_transaction
                 || permit
                     .statements
@@ -441,7 +461,9 @@ impl SessionPolicy {
                     Effect::Set { name, value, local } => {
                         self.apply_setting(name, value.as_deref(), uncertain || *local)
                     }
-                    Effect::Database(_) => {}
+                    Effect::Database(_) | Effect::Rollback => {}
+                    // a temporary table may shadow a cached one: no more cache
+                    Effect::TempTable => self.settings_unknown = true,
                 }
             }
         }

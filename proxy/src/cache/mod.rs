@@ -463,14 +463,13 @@ impl TxWrites {
 }
 
 /// Whether a request ends with a ROLLBACK (of the whole transaction).
-pub fn ends_in_rollback(sql: &str, statements: &[Classified]) -> bool {
-    statements
-        .last()
-        .is_some_and(|s| s.action == Action::Transaction)
-        && sql
-            .trim_start()
-            .get(..8)
-            .is_some_and(|w| w.eq_ignore_ascii_case("rollback"))
+pub fn ends_in_rollback(statements: &[Classified]) -> bool {
+    // `ROLLBACK TO SAVEPOINT s; COMMIT` commits: only the last statement counts
+    statements.last().is_some_and(|s| {
+        s.effects
+            .iter()
+            .any(|e| matches!(e, crate::classify::Effect::Rollback))
+    })
 }
 
 fn is_catalog(table: &str) -> bool {

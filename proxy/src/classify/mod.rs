@@ -62,6 +62,11 @@ pub enum Effect {
     /// `USE db` (MySQL): the statement, for the refusal (a switch of database is
     /// accepted only alone, where the frontend switches routes).
     Database(String),
+    /// A ROLLBACK of the whole transaction (not to a savepoint).
+    Rollback,
+    /// A temporary table is created: it may shadow a table of the same name for the rest
+    /// of the session.
+    TempTable,
     /// `SET name = value` of one setting (lower case, without `@@` or a scope): the
     /// value when it is a literal (an identifier, a string, a number, DEFAULT), None
     /// when it is an expression sluice does not evaluate.

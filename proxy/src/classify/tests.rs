@@ -619,3 +619,36 @@ fn statements_are_lexed_under_the_sessions_settings() {
         ["select: select app.hidden"]
     );
 }
+
+#[test]
+fn the_clock_and_the_session_are_not_deterministic() {
+    let scope = Scope {
+        dialect: Dialect::Postgres,
+        search_path: &[],
+        database: "",
+        lexing: Default::default(),
+        fold_table_names: true,
+    };
+    for sql in [
+        "SELECT * FROM t WHERE d < 'now'::timestamptz",
+        "SELECT * FROM t WHERE d < TIMESTAMP 'now'",
+        "SELECT * FROM t WHERE d = 'today'",
+        "SELECT CURRENT_ROLE, x FROM t",
+        "SELECT session_user FROM t",
+    ] {
+        let c = classify(sql, &scope).unwrap();
+        assert!(!c[0].deterministic, "{sql}");
+    }
+    let sqlite = Scope {
+        dialect: Dialect::Sqlite,
+        ..scope
+    };
+    let c = classify("SELECT * FROM t WHERE d < strftime('%s', 'now')", &sqlite).unwrap();
+    assert!(!c[0].deterministic);
+    assert!(classify("SELECT * FROM t WHERE s = 'x'", &scope).unwrap()[0].deterministic);
+    // an unqualified catalog name is the catalog's (looked up first), not public's
+    assert_eq!(
+        pg("SELECT * FROM pg_authid"),
+        ["select: select pg_catalog.pg_authid select public.pg_authid"]
+    );
+}

@@ -123,18 +123,16 @@ impl Scope<'_> {
     fn resolve(&self, name: &[String]) -> Vec<String> {
         match (self.dialect, name) {
             (_, []) => vec!["*".into()],
-            (Dialect::Postgres, [t]) => {
-                let path: Vec<&String> = self
-                    .search_path
-                    .iter()
-                    .filter(|s| s.as_str() != "$user" && s.as_str() != "pg_temp")
-                    .collect();
-                if path.is_empty() {
-                    vec![format!("public.{t}")]
-                } else {
-                    path.into_iter().map(|s| format!("{s}.{t}")).collect()
-                }
+            (Dialect::Postgres, [t])
+                if t.starts_with("pg_") && !self.search_path.iter().any(|s| s == "pg_catalog") =>
+            {
+                // PostgreSQL looks in pg_catalog first unless the path names it (every
+                // catalog relation's name starts with pg_)
+                let mut out = vec![format!("pg_catalog.{t}")];
+                out.extend(self.resolve_in_path(t));
+                out
             }
+            (Dialect::Postgres, [t]) => self.resolve_in_path(t),
             (Dialect::Mysql, [t]) if self.fold_table_names => {
                 vec![format!("{}.{t}", self.database.to_lowercase())]
             }
@@ -144,6 +142,20 @@ impl Scope<'_> {
                 let n = parts.len();
                 vec![format!("{}.{}", parts[n - 2], parts[n - 1])]
             }
+        }
+    }
+
+    /// An unqualified PostgreSQL name in every schema of the search path.
+    fn resolve_in_path(&self, t: &str) -> Vec<String> {
+        let path: Vec<&String> = self
+            .search_path
+            .iter()
+            .filter(|s| s.as_str() != "$user" && s.as_str() != "pg_temp")
+            .collect();
+        if path.is_empty() {
+            vec![format!("public.{t}")]
+        } else {
+            path.into_iter().map(|s| format!("{s}.{t}")).collect()
         }
     }
 }
@@ -230,6 +242,33 @@ impl Walk<'_, '_> {
             self.target(Action::Ddl, &name);
         }
     }
+}
+
+/// Keywords that read the session or the clock.
+const SESSION_KEYWORDS: &[&str] = &[
+    "current_role",
+    "current_user",
+    "session_user",
+    "system_user",
+    "user",
+    "current_catalog",
+    "current_schema",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+];
+
+/// A string that a date or time type reads as the current moment.
+fn volatile_literal(v: &ast::Value) -> bool {
+    let (ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s)) = v else {
+        return false;
+    };
+    let s = s.to_ascii_lowercase();
+    ["now", "today", "tomorrow", "yesterday"]
+        .iter()
+        .any(|w| s.contains(w))
 }
 
 fn is_write(a: Action) -> bool {
@@ -356,6 +395,17 @@ impl Visitor for Walk<'_, '_> {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         match e {
             Expr::Function(f) => self.function(&f.name, Some(&f.args)),
+            // 'now', 'today' as dates and times: fixed when the statement runs, not by
+            // the tables read
+            Expr::Value(v) if volatile_literal(&v.value) => self.volatile = true,
+            Expr::TypedString(t) if volatile_literal(&t.value.value) => self.volatile = true,
+            // CURRENT_ROLE, SESSION_USER... written without parentheses
+            Expr::Identifier(i)
+                if i.quote_style.is_none()
+                    && SESSION_KEYWORDS.contains(&i.value.to_ascii_lowercase().as_str()) =>
+            {
+                self.volatile = true
+            }
             // MySQL user and system variables (@x, @@x)
             Expr::Identifier(i) if i.value.starts_with('@') => self.volatile = true,
             Expr::CompoundIdentifier(parts)

@@ -113,6 +113,9 @@ impl Walk<'_, '_> {
             Statement::CreateTable(ct) => {
                 self.set_action(Ddl);
                 self.target(Ddl, &ct.name);
+                if ct.temporary {
+                    self.effects.push(Effect::TempTable);
+                }
             }
             Statement::CreateView(cv) => {
                 self.set_action(Ddl);
@@ -188,6 +191,13 @@ impl Walk<'_, '_> {
                 self.on_name(Select, table_name);
             }
             s if super::show::is_show(s) => self.show(s),
+            Statement::Rollback {
+                savepoint: None, ..
+            } => {
+                self.set_action(Transaction);
+                self.access(Transaction, "*");
+                self.effects.push(Effect::Rollback);
+            }
             Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }

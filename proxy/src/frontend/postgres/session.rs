@@ -260,7 +260,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             crate::cache::Lookup::Unavailable => None,
         };
         let mark = self.conn.mark();
-        let sql = query.query.clone();
         let outcome = self.backend.execute_batch(query.query).await;
         let ok = outcome.error.is_none();
         self.policy.settle(ok);
@@ -286,7 +285,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 self.cache_fill(fill, mark);
             }
         }
-        self.settle_writes(&sql, &permit).await;
+        self.settle_writes(&permit).await;
         pipeline::record("postgres", ok, started);
         self.conn.send(&ReadyForQuery::new(self.status()));
         Ok(())
@@ -488,7 +487,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         self.executed = true;
         let outcome = self.execute_portal(&name, execute.max_rows).await;
         if let Some(stmt) = self.portals.get(&name).map(|p| p.stmt.clone()) {
-            self.settle_writes(&stmt.sql, &stmt.permit).await;
+            self.settle_writes(&stmt.permit).await;
         }
         pipeline::record("postgres", outcome.is_ok(), started);
         outcome

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 mod extended;
+mod leaks;
 mod routes;
 mod shared;
 

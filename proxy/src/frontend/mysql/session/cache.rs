@@ -95,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// After a request ran: invalidates in the read cache what it wrote, or, inside a
     /// transaction, keeps that for COMMIT (a ROLLBACK drops it). Runs before the answer
     /// is flushed to the client.
-    pub(super) async fn settle_writes(&mut self, permit: &Permit, sql: &str) {
+    pub(super) async fn settle_writes(&mut self, permit: &Permit) {
         let (Some(cache), Some(route)) = (
             self.state.cache.as_ref(),
             self.route.as_ref().and_then(|r| r.cache.as_ref()),
@@ -103,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return;
         };
         let tables = crate::cache::written(&permit.statements, !permit.unclassified);
-        let rolled_back = crate::cache::ends_in_rollback(sql, &permit.statements);
+        let rolled_back = crate::cache::ends_in_rollback(&permit.statements);
         let in_transaction = self.status & STATUS_IN_TRANS != 0;
         let tables = self
             .cache_writes

@@ -79,7 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             policy.settle(flow.1);
         }
         self.cache_fill(fill, flow.1);
-        self.settle_writes(&permit, &sql).await;
+        self.settle_writes(&permit).await;
         flow
     }
 
@@ -292,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let flow = self.finish_server_request(result, thread).await;
         self.cache_fill(fill, flow.1);
         if let Some(permit) = permit {
-            self.settle_writes(&permit, &sql).await;
+            self.settle_writes(&permit).await;
         }
         flow
     }

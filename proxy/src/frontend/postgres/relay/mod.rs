@@ -480,6 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
     fn finish_request(&mut self) {
         if let Some((started, failed)) = self.request.take() {
             self.recorder.record(!failed, started);
+            self.policy.settle(!failed);
         }
         // a capture not completed by its own ReadyForQuery (the request failed before it
         // reached the server) must not take in the next request's answer

@@ -60,13 +60,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     /// Invalidates what a request wrote (at the end of its transaction).
-    pub(super) async fn settle_writes(&mut self, sql: &str, permit: &Permit) {
+    pub(super) async fn settle_writes(&mut self, permit: &Permit) {
         let (Some(cache), Some(route)) = (self.state.cache.as_deref(), self.cache_route.as_ref())
         else {
             return;
         };
         let tables = crate::cache::written(&permit.statements, !permit.unclassified);
-        let rolled_back = crate::cache::ends_in_rollback(sql, &permit.statements);
+        let rolled_back = crate::cache::ends_in_rollback(&permit.statements);
         let in_transaction = self.backend.in_transaction();
         let due = self.writes.settle(tables, in_transaction, rolled_back);
         cache.invalidate(route, &due).await;
