@@ -202,10 +202,10 @@ impl SessionPolicy {
         if calls {
             self.settings_unknown = true;
         }
-        let changes = permit
-            .statements
-            .iter()
-            .any(|s| matches!(s.action, Action::Session | Action::Admin) || !s.effects.is_empty());
+        let changes = permit.statements.iter().any(|s| {
+            matches!(s.action, Action::Session | Action::Admin)
+                || s.effects.iter().any(|e| !matches!(e, Effect::Rollback))
+        });
         if changes {
             self.settings_pending = true;
             if in_transaction
