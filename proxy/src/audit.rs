@@ -112,12 +112,24 @@ impl AuditSink {
         started: Instant,
     ) -> PendingEvent {
         let mut actions: Vec<&str> = statements.iter().map(|s| s.action.as_str()).collect();
-        actions.dedup();
         let mut objects: Vec<String> = statements
             .iter()
             .flat_map(|s| s.accesses.iter())
             .map(|a| format!("{}:{}", a.action, a.object))
             .collect();
+        // a refusal names what it refused, even when nothing could be classified
+        if let Err(d) = decision {
+            let (action, object) = match &d.access {
+                Some(a) => (a.action.as_str(), a.object.as_str()),
+                None => ("other", "*"),
+            };
+            if actions.is_empty() {
+                actions.push(action);
+            }
+            objects.push(format!("{action}:{object}"));
+        }
+        actions.sort();
+        actions.dedup();
         objects.sort();
         objects.dedup();
         let (decision, reason) = match decision {

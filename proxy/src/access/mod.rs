@@ -229,6 +229,8 @@ impl Denial {
 #[derive(Debug, Clone)]
 pub struct Permit {
     pub generation: u64,
+    /// The request's text (for the audit event of a later refusal).
+    pub text: Arc<str>,
     pub statements: Arc<[Classified]>,
     /// The request could not be classified (allowed by `unparsed = "allow"` or with no
     /// policy): what it reads and writes is unknown.

@@ -251,6 +251,7 @@ impl SessionPolicy {
         if access.policy.is_none() && !auditing && !self.cache_on {
             return Ok(Permit {
                 generation: access.generation,
+                text: sql.into(),
                 statements: Arc::new([]),
                 unclassified: true,
             });
@@ -263,6 +264,7 @@ impl SessionPolicy {
         }
         let classified = access.classified.classify(sql, &self.scope());
         let unclassified = classified.is_err();
+        let seen: Arc<[Classified]> = classified.as_ref().map_or(Arc::new([]), Arc::clone);
         let result: Result<Arc<[Classified]>, Denial> = match (&access.policy, classified) {
             (None, Ok(statements)) => Ok(statements),
             (None, Err(_)) => Ok(Arc::new([])),
@@ -292,7 +294,7 @@ impl SessionPolicy {
                 }
                 // nothing ran
                 Err(d) => sink
-                    .statement(self, sql, &[], Err(d), started)
+                    .statement(self, sql, &seen, Err(d), started)
                     .finish(Some(0)),
             }
         }
@@ -300,11 +302,27 @@ impl SessionPolicy {
         self.apply(&statements, in_transaction);
         let permit = Permit {
             generation: access.generation,
+            text: sql.into(),
             statements,
             unclassified,
         };
         self.track_settings(sql, &permit, in_transaction);
         Ok(permit)
+    }
+
+    /// Records a refusal that happened outside [`SessionPolicy::check`] (a frontend's
+    /// own: a protocol message or form sluice does not accept) in the audit log.
+    pub fn refused(
+        &self,
+        access: &AccessState,
+        sql: &str,
+        statements: &[Classified],
+        denial: &Denial,
+    ) {
+        if let Some(sink) = &access.audit {
+            sink.statement(self, sql, statements, Err(denial), Instant::now())
+                .finish(Some(0));
+        }
     }
 
     /// Whether audit events wait for their statements' outcome.
@@ -331,7 +349,10 @@ impl SessionPolicy {
             return Ok(());
         }
         if let Some(policy) = &access.policy {
-            self.decide(policy, &permit.statements)?;
+            if let Err(d) = self.decide(policy, &permit.statements) {
+                self.refused(access, &permit.text, &permit.statements, &d);
+                return Err(d);
+            }
         }
         permit.generation = access.generation;
         Ok(())

@@ -320,3 +320,97 @@ async fn a_reload_stops_portals_bound_and_cursors_declared_before_it() {
     pg_denied(&client, "FETCH 1 FROM e").await;
     pg_denied(&client, "FETCH 1 FROM never_declared").await;
 }
+
+#[tokio::test]
+async fn every_refusal_is_audited_with_its_action_and_objects() {
+    let (pg, db, _owner) = pg_fixture().await;
+    let my = Mariadb::shared().await;
+    let mydb = my.create_database("refusals");
+    my.sql(&format!("CREATE TABLE {mydb}.orders (id INT PRIMARY KEY);"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let log = dir.join("audit.jsonl");
+    let extra = format!(
+        "{}{}\n[audit]\nenabled = true\nsink = \"{}\"\nstatements = \"full\"\n",
+        pg_route("shop", pg.port, &db, "session", ""),
+        my_route("myshop", my.port, &mydb, "transaction", ""),
+        log.display()
+    );
+    let policy = format!("{APP_POLICY}p, app_rw, myshop, {mydb}.*, select, allow\n");
+    let s = start_with(extra, &policy, "routes = [\"shop\", \"myshop\"]").await;
+    let client = connect_tls(&s.conninfo("alice", "shop", "require"), &s.prepared.pki)
+        .await
+        .unwrap();
+    // a policy denial names the statement's accesses; an unparsable one says `other`
+    pg_denied(&client, "SELECT * FROM public.secrets").await;
+    pg_denied(&client, "SELEC garbage").await;
+    // a Bind refused after a reload
+    let stmt = client.prepare("SELECT n FROM app.orders").await.unwrap();
+    let file = crate::policy::policy_file(&s);
+    std::fs::write(
+        &file,
+        format!("{policy}p, app_rw, *, app.orders, select, deny\n"),
+    )
+    .unwrap();
+    let (status, _) = tests::clients::http_post(s.admin, "/reload").await;
+    assert!(status.contains("200"));
+    client.query(&stmt, &[]).await.unwrap_err();
+
+    let script = r#"
+import os, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                    password=os.environ["PW"], database="myshop", autocommit=True,
+                    local_infile=True)
+cur = c.cursor()
+for sql in ["SELECT 1; SELECT 2", "LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE orders",
+            "KILL 999999", "USE elsewhere"]:
+    try:
+        cur.execute(sql)
+        print("ok")
+    except pymysql.MySQLError as e:
+        print(e.args[0])
+"#;
+    let out = tests::clients::python(
+        script,
+        &[
+            ("PORT", s.mysql.port().to_string()),
+            ("PW", PASSWORD.to_string()),
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["1064", "1148", "1094", "1044"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = tests::audit_events(&log, 10).await;
+    let denials: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "statement" && e["decision"] == "deny")
+        .collect();
+    let find = |text: &str| {
+        denials
+            .iter()
+            .find(|e| e["statement"] == text)
+            .unwrap_or_else(|| panic!("no denial of {text}: {events:#?}"))
+    };
+    let secrets = find("SELECT * FROM public.secrets");
+    assert_eq!(secrets["action"][0], "select");
+    assert_eq!(secrets["objects"][0], "select:public.secrets");
+    assert_eq!(find("SELEC garbage")["action"][0], "other");
+    assert_eq!(
+        find("SELECT n FROM app.orders")["objects"][0],
+        "select:app.orders"
+    );
+    assert_eq!(find("SELECT 1; SELECT 2")["action"][0], "other");
+    assert_eq!(
+        find("LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE orders")["action"][0],
+        "admin"
+    );
+    assert_eq!(find("KILL 999999")["action"][0], "admin");
+    let switch = find("USE `elsewhere`");
+    assert_eq!(switch["action"][0], "session");
+    assert_eq!(switch["objects"][0], "session:elsewhere");
+}

@@ -3,8 +3,12 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use policies::Action;
+
+use super::super::write::MyError;
 use super::{Session, STATUS_IN_TRANS};
-use crate::access::{Denial, Permit};
+use crate::access::{Denial, Permit, SessionPolicy};
+use crate::classify::{Access, Dialect};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// The policy check of one request's SQL (no route yet: the caller answers 1046).
@@ -14,9 +18,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Some(policy) => policy.check(&self.state.access(), sql, in_transaction),
             None => Ok(Permit {
                 generation: 0,
+                text: sql.into(),
                 statements: std::sync::Arc::new([]),
                 unclassified: true,
             }),
+        }
+    }
+
+    /// Records a request the session refused itself (not by policy: a form sluice does
+    /// not accept) in the audit log, as a denial of `action` on `object`.
+    pub(super) fn audit_refusal(&self, sql: &str, action: Action, object: &str, e: &MyError) {
+        let access = self.state.access();
+        if access.audit.is_none() {
+            return;
+        }
+        let d = Denial {
+            access: Some(Access {
+                action,
+                object: object.to_string(),
+            }),
+            reason: e.message.clone(),
+        };
+        match &self.policy {
+            Some(p) => p.refused(&access, sql, &[], &d),
+            None => {
+                let p = SessionPolicy::new(&self.user, "", "mysql", self.peer, Dialect::Mysql, "");
+                p.refused(&access, sql, &[], &d);
+            }
         }
     }
 

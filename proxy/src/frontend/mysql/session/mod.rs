@@ -431,7 +431,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.ok(OkInfo::default());
                 (Flow::Continue, true)
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                let sql = format!("USE `{}`", db.replace('`', "``"));
+                self.audit_refusal(&sql, policies::Action::Session, db, &e);
+                self.fail(e)
+            }
         }
     }
 

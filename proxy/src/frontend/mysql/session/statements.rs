@@ -6,6 +6,7 @@ use std::time::Instant;
 use backends::mysql::mysql_async::prelude::Queryable;
 use backends::mysql::scan::{scan_with, Scan};
 use bytes::Bytes;
+use policies::Action;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::kill;
@@ -24,13 +25,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let lexing = self.policy.as_ref().map(|p| p.lexing()).unwrap_or_default();
         let scanned = scan_with(&sql, lexing.backslash_escapes, lexing.ansi_quotes);
         if scanned.statements > 1 && !self.multi_statements {
-            self.error(MyError::new(
+            let e = MyError::new(
                 1064,
                 "42000",
                 "You have an error in your SQL syntax: several statements in one query need \
                  the client's multi-statements option",
-            ));
-            return (Flow::Continue, false);
+            );
+            self.audit_refusal(&sql, Action::Other, "*", &e);
+            return self.fail(e);
         }
 
         let words: Vec<&str> = scanned.words.iter().map(String::as_str).collect();
@@ -48,12 +50,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             ["KILL", ..] if scanned.statements == 1 => return self.kill(&sql).await,
             ["LOAD", "DATA", "LOCAL", ..] | ["LOAD", "XML", "LOCAL", ..] => {
-                self.error(MyError::new(
+                let e = MyError::new(
                     1148,
                     "42000",
                     "LOAD DATA LOCAL INFILE is not allowed through sluice",
-                ));
-                return (Flow::Continue, false);
+                );
+                self.audit_refusal(&sql, Action::Admin, "*", &e);
+                return self.fail(e);
             }
             _ => {}
         }
@@ -64,11 +67,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if scanned.statements > 1 && scanned.heads.iter().any(|h| h.starts_with("USE")) {
             // a database switch sluice would not follow: routes change only with a USE
             // alone (policies refuse it above, as a `session` action on `database`)
-            return self.fail(MyError::new(
+            let e = MyError::new(
                 1295,
                 "HY000",
                 "USE is accepted only as a statement of its own through sluice",
-            ));
+            );
+            self.audit_refusal(&sql, Action::Session, "database", &e);
+            return self.fail(e);
         }
         let (answered, fill) = self.cached_query(&sql, &permit, None).await;
         if answered {
@@ -135,18 +140,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// could name another client's server thread.
     pub(super) async fn kill(&mut self, sql: &str) -> (Flow, bool) {
         let Some(kill) = kill::parse(sql) else {
-            return self.fail(MyError::new(
+            let e = MyError::new(
                 1064,
                 "42000",
                 "KILL through sluice takes [QUERY | CONNECTION] and a connection id",
-            ));
+            );
+            self.audit_refusal(sql, Action::Admin, "*", &e);
+            return self.fail(e);
         };
         match self.state.mysql_sessions.kill(&self.user, &kill).await {
             Ok(()) => {
                 self.ok(OkInfo::default());
                 (Flow::Continue, true)
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                self.audit_refusal(sql, Action::Admin, "connection", &e);
+                self.fail(e)
+            }
         }
     }
 

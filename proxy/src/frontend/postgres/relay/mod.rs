@@ -319,9 +319,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<'_, S> {
             b'Q' => self.query(frame).await,
             b'F' if self.state.access().policy.is_some() => {
                 let d = Denial {
-                    access: None,
+                    access: Some(crate::classify::Access {
+                        action: policies::Action::Execute,
+                        object: "*".into(),
+                    }),
                     reason: "the function call protocol is not supported by access policy".into(),
                 };
+                let access = self.state.access();
+                self.policy
+                    .refused(&access, "(FunctionCall message)", &[], &d);
                 self.fail_request(PgError::from(&d), true);
             }
             b'F' => self.forward(frame, Expect::Query, true).await,
